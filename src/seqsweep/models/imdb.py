@@ -1,0 +1,113 @@
+"""IMDB sentiment classifiers: the reference study's four LSTM variants over padded word-id sequences.
+
+Every builder returns an uncompiled `keras.Sequential` whose layer list reads like the tutorial's
+figure: Embedding(num_words, 32) first, one sigmoid unit last. `build()` compiles one with Adam and
+binary cross-entropy, as the tutorials do. Only the backend-neutral `keras` API is used, so the same
+code trains under TensorFlow or JAX (KERAS_BACKEND=jax).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from seqsweep.errors import ParamsError
+
+NUM_WORDS = 5000  # vocabulary size (ids >= num_words were mapped to the OOV id when preparing)
+MAXLEN = 500  # ids per review after padding / truncation
+EMBEDDING_DIM = 32
+
+# The reference study's epochs per architecture (batch 64 in the tutorials).
+EPOCHS = {"lstm": 3, "lstm_dropout": 3, "lstm_recurrent_dropout": 3, "cnn_lstm": 3}
+
+COMPILE = {"optimizer": "adam", "loss": "binary_crossentropy", "metrics": ["accuracy"]}
+
+
+def _review(maxlen: int, num_words: int) -> list:
+    """The shared front: a review of `maxlen` word ids, embedded in 32 dimensions."""
+    return [
+        keras.Input(shape=(maxlen,), dtype="int32", name="review"),
+        layers.Embedding(num_words, EMBEDDING_DIM, name="embedding"),
+    ]
+
+
+def lstm(units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: int = MAXLEN) -> keras.Model:
+    """Embedding -> LSTM(units) -> Dense(1, sigmoid). `units`: the LSTM's width.
+
+    This architecture has no dropout: `dropout` has no effect (training still records it)."""
+    return keras.Sequential(
+        [
+            *_review(maxlen, num_words),
+            layers.LSTM(units, name="lstm"),
+            layers.Dense(1, activation="sigmoid", name="positive"),
+        ],
+        name="imdb_lstm",
+    )
+
+
+def lstm_dropout(
+    units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: int = MAXLEN
+) -> keras.Model:
+    """Embedding -> Dropout -> LSTM(units) -> Dropout -> Dense(1, sigmoid).
+
+    `units`: the LSTM's width. `dropout`: the rate of both Dropout layers."""
+    return keras.Sequential(
+        [
+            *_review(maxlen, num_words),
+            layers.Dropout(dropout, name="embedding_dropout"),
+            layers.LSTM(units, name="lstm"),
+            layers.Dropout(dropout, name="dropout"),
+            layers.Dense(1, activation="sigmoid", name="positive"),
+        ],
+        name="imdb_lstm_dropout",
+    )
+
+
+def lstm_recurrent_dropout(
+    units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: int = MAXLEN
+) -> keras.Model:
+    """Embedding -> LSTM(units, dropout=d, recurrent_dropout=d) -> Dense(1, sigmoid).
+
+    `units`: the LSTM's width. `dropout`: the LSTM's input and recurrent dropout rates."""
+    return keras.Sequential(
+        [
+            *_review(maxlen, num_words),
+            layers.LSTM(units, dropout=dropout, recurrent_dropout=dropout, name="lstm"),
+            layers.Dense(1, activation="sigmoid", name="positive"),
+        ],
+        name="imdb_lstm_recurrent_dropout",
+    )
+
+
+def cnn_lstm(units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: int = MAXLEN) -> keras.Model:
+    """Embedding -> Conv1D(32, 3, same, relu) -> MaxPooling1D(2) -> LSTM(units) -> Dense(1, sigmoid).
+
+    `units`: the LSTM's width (the convolution keeps the tutorial's 32 filters). This architecture
+    has no dropout: `dropout` has no effect (training still records it)."""
+    return keras.Sequential(
+        [
+            *_review(maxlen, num_words),
+            layers.Conv1D(32, 3, padding="same", activation="relu", name="conv"),
+            layers.MaxPooling1D(2, name="pool"),
+            layers.LSTM(units, name="lstm"),
+            layers.Dense(1, activation="sigmoid", name="positive"),
+        ],
+        name="imdb_cnn_lstm",
+    )
+
+
+BUILDERS = {
+    "lstm": lstm,
+    "lstm_dropout": lstm_dropout,
+    "lstm_recurrent_dropout": lstm_recurrent_dropout,
+    "cnn_lstm": cnn_lstm,
+}
+
+
+def build(arch: str, units: int, dropout: float, **shape) -> keras.Model:
+    """The architecture `arch`, compiled with Adam, binary cross-entropy and accuracy."""
+    if arch not in BUILDERS:
+        raise ParamsError(f"archs.imdb: unknown architecture {arch!r}; expected one of {sorted(BUILDERS)}")
+    model = BUILDERS[arch](units, dropout, **shape)
+    model.compile(**{**COMPILE, "metrics": list(COMPILE["metrics"])})
+    return model
