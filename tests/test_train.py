@@ -1,0 +1,356 @@
+"""Specification of the training stage: the grid, seeds, MLflow run structure, reuse, concurrency,
+NaN handling and parameter errors. Tiny data, one epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from seqsweep import grid, tracking
+from seqsweep.params import validate
+from train_fixtures import write_params, write_prepared_har, write_prepared_imdb
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    """A workspace with tiny prepared HAR and IMDB arrays, the current directory of the stage."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.setenv("DVC_EXP_NAME", "tiny-exp")
+    write_prepared_har(tmp_path)
+    write_prepared_imdb(tmp_path)
+    return tmp_path
+
+
+def run_stage(*args: str) -> None:
+    from seqsweep.train import main
+
+    main(list(args))
+
+
+def metrics(ws: Path, name: str) -> dict:
+    return json.loads((ws / "metrics/train" / f"{name}.json").read_text())
+
+
+def client(ws: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+
+
+def runs(ws: Path, experiment: str) -> list:
+    c = client(ws)
+    exp = c.get_experiment_by_name(experiment)
+    return c.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def children(all_runs: list) -> list:
+    return [r for r in all_runs if r.data.tags.get(tracking.KIND_TAG) == "repeat"]
+
+
+def parents(all_runs: list) -> list:
+    return [r for r in all_runs if r.data.tags.get(tracking.KIND_TAG) == "parent"]
+
+
+# --- the grid -----------------------------------------------------------------------------------
+
+def base_params(**over):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in over.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    return validate(params)
+
+
+def test_grid_is_the_product_of_units_batch_size_and_dropout_lists():
+    configs = grid.expand(base_params(), default_epochs=15)
+    assert len(configs) == 3 * 3 * 2
+    assert {(c.units, c.batch_size, c.dropout) for c in configs} == {
+        (u, b, d) for u in (10, 100, 200) for b in (16, 32, 64) for d in (0.25, 0.5)
+    }
+    assert all(c.epochs == 15 for c in configs)
+
+
+def test_grid_accepts_single_values_as_set_by_dvc_exp_run():
+    configs = grid.expand(base_params(model__units=200, train__batch_size=32, train__epochs=2), default_epochs=15)
+    assert [(c.units, c.batch_size, c.epochs) for c in configs] == [(200, 32, 2), (200, 32, 2)]
+
+
+def test_each_repeat_gets_a_distinct_seed_that_is_stable_and_depends_on_the_configuration():
+    a, b = grid.expand(base_params(model__units=[10, 100], model__dropout=0.5, train__batch_size=64), 15)
+    seeds = [grid.repeat_seed(42, "har", "lstm", a, r) for r in range(10)]
+    assert len(set(seeds)) == 10
+    assert seeds == [grid.repeat_seed(42, "har", "lstm", a, r) for r in range(10)]
+    assert grid.repeat_seed(42, "har", "lstm", b, 0) != seeds[0]
+    assert grid.repeat_seed(43, "har", "lstm", a, 0) != seeds[0]
+
+
+def test_config_keys_have_no_dots_so_dvc_metrics_show_keeps_them_whole():
+    (config,) = grid.expand(base_params(model__units=10, model__dropout=0.25, train__batch_size=16), 15)
+    assert config.key == "u10-b16-d0p25-e15"
+
+
+# --- one stage run: metrics file and MLflow structure ----------------------------------------------
+
+def test_train_writes_per_configuration_statistics_and_every_repeats_accuracy_and_seed(ws):
+    write_params(ws, model__units=[2, 3], train__repeats=2)
+    run_stage("har", "lstm")
+    doc = metrics(ws, "har-lstm")
+    assert doc["synthetic"] is True
+    assert set(doc["configs"]) == {"u2-b16-d0p25-e1", "u3-b16-d0p25-e1"}
+    for config in doc["configs"].values():
+        accs = [r["test_accuracy"] for r in config["repeats"]]
+        assert config["n"] == 2 and config["n_failed"] == 0
+        assert config["mean"] == pytest.approx(np.mean(accs))
+        assert config["std"] == pytest.approx(np.std(accs, ddof=1))
+        assert (config["min"], config["max"]) == (min(accs), max(accs))
+        assert all(isinstance(r["seed"], int) for r in config["repeats"])
+    assert doc["timing"]["mlflow_overhead"] is not None
+
+
+def test_mlflow_holds_a_parent_per_configuration_and_a_child_per_repeat(ws):
+    write_params(ws, model__units=[2, 3], train__repeats=2, train__epochs=2)
+    run_stage("har", "lstm")
+    all_runs = runs(ws, "har")
+    assert len(parents(all_runs)) == 2 and len(children(all_runs)) == 4
+    parent_ids = {p.info.run_id for p in parents(all_runs)}
+    c = client(ws)
+    for parent in parents(all_runs):
+        assert parent.info.status == "FINISHED"
+        assert set(parent.data.params) == {"dataset", "arch", "units", "batch_size", "dropout", "epochs"}
+        for key in ("test_accuracy_mean", "test_accuracy_std", "test_accuracy_min", "test_accuracy_max"):
+            assert key in parent.data.metrics
+        assert parent.data.metrics["n_finished"] == 2 and parent.data.metrics["n_failed"] == 0
+    for child in children(all_runs):
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] in parent_ids
+        assert set(child.data.params) == {"dataset", "arch", "units", "batch_size", "dropout", "epochs", "repeat", "seed"}
+        assert {"test_accuracy", "test_loss", "train_seconds", "loss", "accuracy"} <= set(child.data.metrics)
+        assert [m.step for m in c.get_metric_history(child.info.run_id, "loss")] == [1, 2]
+        assert child.data.tags["dvc_exp_name"] == "tiny-exp"
+        assert child.data.tags["data_digest"] == metrics(ws, "har-lstm")["data_digest"]
+        assert child.data.tags["data_synthetic"] == "true"
+
+
+def test_rerunning_a_repeat_with_its_recorded_seed_reproduces_its_test_accuracy(ws):
+    write_params(ws, train__repeats=1)
+    run_stage("har", "lstm")
+    (config,) = metrics(ws, "har-lstm")["configs"].values()
+    recorded = config["repeats"][0]
+
+    from seqsweep import repeat
+    from seqsweep.train import load_prepared
+
+    arrays, meta, _ = load_prepared("har")
+    cfg = grid.Config(config["units"], config["batch_size"], config["dropout"], config["epochs"])
+    again = repeat.run_repeat("har", "lstm", cfg, recorded["seed"], arrays, repeat.shape_kwargs("har", meta, arrays["X_train"]))
+    assert again.test_accuracy == recorded["test_accuracy"]
+
+
+def test_imdb_trains_and_logs_into_its_own_experiment(ws):
+    write_params(ws, train__repeats=1)
+    run_stage("imdb", "lstm")
+    assert metrics(ws, "imdb-lstm")["configs"]["u3-b16-d0p25-e1"]["n"] == 1
+    assert len(children(runs(ws, "imdb"))) == 1 and runs(ws, "har") == []
+
+
+def test_an_architecture_left_out_of_archs_is_skipped_without_training(ws):
+    write_params(ws)
+    run_stage("har", "cnn1d")
+    assert metrics(ws, "har-cnn1d") == {"dataset": "har", "arch": "cnn1d", "skipped": "not listed in archs.har", "configs": {}}
+    assert runs(ws, "har") == []
+
+
+# --- reuse: resume and incremental grids ----------------------------------------------------------
+
+def test_a_second_run_reuses_every_finished_repeat_instead_of_training_again(ws):
+    write_params(ws)
+    run_stage("har", "lstm")
+    first = metrics(ws, "har-lstm")
+    run_stage("har", "lstm")
+    second = metrics(ws, "har-lstm")
+    assert len(children(runs(ws, "har"))) == 2
+    (c1,), (c2,) = first["configs"].values(), second["configs"].values()
+    assert [r["test_accuracy"] for r in c1["repeats"]] == [r["test_accuracy"] for r in c2["repeats"]]
+    assert all(r["reused"] for r in c2["repeats"])
+
+
+def test_growing_the_grid_trains_only_the_new_configurations(ws):
+    write_params(ws, model__units=[2])
+    run_stage("har", "lstm")
+    write_params(ws, model__units=[2, 3])
+    run_stage("har", "lstm")
+    doc = metrics(ws, "har-lstm")
+    assert [r["reused"] for r in doc["configs"]["u2-b16-d0p25-e1"]["repeats"]] == [True, True]
+    assert [r["reused"] for r in doc["configs"]["u3-b16-d0p25-e1"]["repeats"]] == [False, False]
+    assert len(children(runs(ws, "har"))) == 4 and len(parents(runs(ws, "har"))) == 2
+
+
+def test_changing_the_data_trains_again(ws):
+    write_params(ws, train__repeats=1)
+    run_stage("har", "lstm")
+    write_prepared_har(ws, seed=5)
+    run_stage("har", "lstm")
+    (config,) = metrics(ws, "har-lstm")["configs"].values()
+    assert config["repeats"][0]["reused"] is False
+    assert len(children(runs(ws, "har"))) == 2
+
+
+def _finished_children(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute(
+                "select count(*) from runs r join tags t on t.run_uuid = r.run_uuid "
+                "where r.status = 'FINISHED' and t.key = 'seqsweep_kind' and t.value = 'repeat'"
+            ).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_reuses_finished_repeats_and_never_counts_the_killed_one(ws):
+    write_params(ws, train__repeats=4, train__epochs=3)
+    proc = subprocess.Popen([sys.executable, "-m", "seqsweep.train", "har", "lstm"], cwd=ws,
+                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _finished_children(ws / "mlflow.db") < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished_before = _finished_children(ws / "mlflow.db")
+    assert 1 <= finished_before < 4, "the kill should land mid-grid"
+    assert not (ws / "metrics/train/har-lstm.json").exists()
+
+    run_stage("har", "lstm")
+    all_children = children(runs(ws, "har"))
+    finished = [r for r in all_children if r.info.status == "FINISHED"]
+    assert len(finished) == 4
+    assert len({r.data.params["repeat"] for r in finished}) == 4, "no repeat finished twice"
+    assert all(r.info.status == "KILLED" for r in all_children if r not in finished)
+    (config,) = metrics(ws, "har-lstm")["configs"].values()
+    assert sum(r["reused"] for r in config["repeats"]) == finished_before
+    assert config["n"] == 4
+
+
+@pytest.mark.slow
+def test_two_processes_logging_into_the_same_store_at_once_lose_nothing(ws, tmp_path):
+    write_params(ws, train__repeats=3)
+    other = tmp_path / "other"
+    other.mkdir()
+    write_prepared_har(other)
+    write_params(other, model__units=[2], train__repeats=3)
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    procs = [subprocess.Popen([sys.executable, "-m", "seqsweep.train", "har", "lstm"], cwd=d, env=env,
+                              stderr=subprocess.PIPE, text=True) for d in (ws, other)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    all_runs = runs(ws, "har")
+    assert len(parents(all_runs)) == 2
+    repeats = children(all_runs)
+    assert len(repeats) == 6 and all(r.info.status == "FINISHED" for r in repeats)
+    logged = {r.info.run_id for r in repeats}
+    for d in (ws, other):
+        (config,) = metrics(d, "har-lstm")["configs"].values()
+        assert {r["mlflow_run_id"] for r in config["repeats"]} <= logged
+
+
+# --- trouble: NaN, invalid params, missing inputs ------------------------------------------------
+
+def _nan_on_calls(monkeypatch, failing_calls: set[int]):
+    """Make the HAR lstm builder's model diverge (loss NaN) on the given build calls (0-based)."""
+    import keras
+
+    from seqsweep.models import har
+
+    original = har.BUILDERS["lstm"]
+    calls = {"n": 0}
+
+    def builder(units, dropout, **shape):
+        model = original(units, dropout, **shape)
+        n = calls["n"]
+        calls["n"] += 1
+        if n in failing_calls:
+            inputs = keras.Input(shape=model.input_shape[1:])
+            outputs = keras.layers.Lambda(lambda t: t * float("nan"))(model(inputs))
+            model = keras.Model(inputs, outputs)
+        return model
+
+    monkeypatch.setitem(har.BUILDERS, "lstm", builder)
+
+
+def test_a_repeat_whose_loss_turns_nan_is_marked_failed_and_the_grid_goes_on(ws, monkeypatch):
+    write_params(ws, model__units=[2, 3], train__repeats=2)
+    _nan_on_calls(monkeypatch, {0})
+    run_stage("har", "lstm")
+    doc = metrics(ws, "har-lstm")
+    first, second = doc["configs"]["u2-b16-d0p25-e1"], doc["configs"]["u3-b16-d0p25-e1"]
+    assert (first["n"], first["n_failed"]) == (1, 1) and first["std"] is None
+    assert first["repeats"][0]["status"] == "FAILED" and "nan" in first["repeats"][0]["reason"].lower()
+    assert (second["n"], second["n_failed"]) == (2, 0)
+    failed = [r for r in children(runs(ws, "har")) if r.info.status == "FAILED"]
+    assert len(failed) == 1 and "nan" in failed[0].data.tags["failure_reason"].lower()
+
+
+def test_the_stage_fails_when_a_configuration_has_no_finished_repeat(ws, monkeypatch, capsys):
+    write_params(ws, model__units=[2, 3], train__repeats=2)
+    _nan_on_calls(monkeypatch, {0, 1})
+    with pytest.raises(SystemExit) as exc:
+        run_stage("har", "lstm")
+    assert exc.value.code == 1
+    assert "u2-b16-d0p25-e1" in capsys.readouterr().err
+    assert metrics(ws, "har-lstm")["configs"]["u3-b16-d0p25-e1"]["n"] == 2, "the grid went on"
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("archs__har", ["lstm", "transformer"]), ("model__units", [10, 0]), ("model__dropout", 1.0),
+     ("model__dropout", -0.1), ("train__batch_size", 0), ("train__repeats", 0), ("train__epochs", "many")],
+)
+def test_invalid_params_stop_the_stage_before_training_and_name_the_key(ws, capsys, key, value):
+    write_params(ws, **{key: value})
+    with pytest.raises(SystemExit):
+        run_stage("har", "lstm")
+    assert key.replace("__", ".") in capsys.readouterr().err
+    assert not (ws / "mlflow.db").exists() and not (ws / "metrics").exists()
+
+
+def test_missing_prepared_arrays_name_the_stage_to_run(ws, capsys):
+    write_params(ws)
+    (ws / "data/prepared/har/X_train.npy").unlink()
+    with pytest.raises(SystemExit):
+        run_stage("har", "lstm")
+    assert "dvc repro prepare@har" in capsys.readouterr().err
+
+
+# --- where runs are logged ------------------------------------------------------------------------
+
+def test_tracking_uri_resolves_against_the_repo_root_even_inside_a_dvc_temp_workspace(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    temp_ws = tmp_path / "repo/.dvc/tmp/exps/tmpabc123"
+    temp_ws.mkdir(parents=True)
+    monkeypatch.setenv("DVC_ROOT", str(temp_ws))
+    assert tracking.repo_root() == tmp_path / "repo"
+    assert tracking.resolve_tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
+    assert tracking.resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_mlflow_tracking_uri_environment_variable_overrides_params(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert tracking.resolve_tracking_uri("sqlite:///mlflow.db") == "http://tracking.example:5000"

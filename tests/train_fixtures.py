@@ -1,0 +1,52 @@
+"""Tiny prepared datasets for the training tests: learnable, a few dozen samples, written as the
+prepare stages write them (arrays + meta.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+HAR_CLASSES = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"]
+
+
+def write_prepared_har(ws: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    folder = ws / "data/prepared/har"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = rng.integers(0, 6, n)
+        X = (rng.normal(size=(n, 128, 9)) + y[:, None, None] * 0.5).astype(np.float32)
+        np.save(folder / f"X_{split}.npy", X)
+        np.save(folder / f"y_{split}.npy", y)
+    (folder / "meta.json").write_text(json.dumps({"dataset": "har", "official": False, "classes": HAR_CLASSES}))
+
+
+def write_prepared_imdb(ws: Path, n_train: int = 64, n_test: int = 32, maxlen: int = 40, num_words: int = 50) -> None:
+    rng = np.random.default_rng(1)
+    folder = ws / "data/prepared/imdb"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = rng.integers(0, 2, n)
+        X = rng.integers(3, num_words, size=(n, maxlen)).astype(np.int32)
+        X[:, :5] = np.where(y[:, None] == 1, 4, 5)  # a sentiment-bearing token
+        np.save(folder / f"X_{split}.npy", X)
+        np.save(folder / f"y_{split}.npy", y)
+    (folder / "meta.json").write_text(json.dumps({"dataset": "imdb", "official": False, "num_words": num_words,
+                                                  "maxlen": maxlen}))
+
+
+def write_params(ws: Path, **overrides) -> dict:
+    """The project's params.yaml with a tiny grid, plus `section.key=value` overrides."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"].update(units=[3], dropout=[0.25])
+    params["train"].update(batch_size=[16], repeats=2, epochs=1)
+    params["archs"].update(har=["lstm"], imdb=["lstm"])
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
