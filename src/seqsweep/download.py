@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from seqsweep import __version__
 from seqsweep.atomic import atomic_path
+from seqsweep.checksum import sha256_file
 from seqsweep.errors import ChecksumError, DownloadError, exit_on_error
 from seqsweep.params import load_params
 from seqsweep.paths import DATASETS, raw_archive
@@ -41,15 +42,6 @@ class _Transient(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _retry_after(headers) -> float | None:

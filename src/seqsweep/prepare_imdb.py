@@ -21,7 +21,6 @@ one. Every review must then be a list of non-negative ints and every label 0 or 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import itertools
 import pickle
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from seqsweep.atomic import atomic_dir, save_npy, write_json
+from seqsweep.checksum import sha256_file
 from seqsweep.errors import ArchiveError, ChecksumError, DataFormatError, MissingInputError, exit_on_error
 from seqsweep.params import OFFICIAL_SHA256, load_params
 from seqsweep.paths import PREPARED_ARRAYS, prepared_dir, raw_archive
@@ -79,15 +79,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         raise DataFormatError(f"{self.where}: refusing a pickle persistent id; the file is corrupt or malicious")
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_npy(data: bytes, where: str) -> np.ndarray:

@@ -11,7 +11,6 @@ CLI: `python -m seqsweep.sample_data OUTDIR [--size tiny|small|full] [--seed N]`
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import os
 import pickle
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from seqsweep.atomic import atomic_path
+from seqsweep.checksum import sha256_file
 
 # ---------------------------------------------------------------------------------------------- HAR
 
@@ -490,14 +490,6 @@ SIZES = {
 }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def main(argv=None) -> int:
     """Write OUTDIR/har.zip and OUTDIR/imdb.npz and print how to point params.yaml at them."""
     parser = argparse.ArgumentParser(prog="python -m seqsweep.sample_data", description=__doc__.split("\n\n")[0])
@@ -516,7 +508,7 @@ def main(argv=None) -> int:
     print(f"SYNTHETIC data ({args.size}, seed {args.seed}); results on it are not results on the real datasets.")
     flags, yaml_lines = [], ["data:"]
     for ds, path in written.items():
-        digest = _sha256(path)
+        digest = sha256_file(path)
         url = path.as_uri()
         print(f"{path}  {path.stat().st_size} bytes  sha256 {digest}")
         flags += [f"-S 'data.{ds}.url={url}'", f"-S 'data.{ds}.sha256={digest}'"]
