@@ -354,3 +354,21 @@ def test_tracking_uri_resolves_against_the_repo_root_even_inside_a_dvc_temp_work
 def test_mlflow_tracking_uri_environment_variable_overrides_params(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
     assert tracking.resolve_tracking_uri("sqlite:///mlflow.db") == "http://tracking.example:5000"
+
+
+def test_save_model_logs_each_repeats_model_with_mlflows_keras_flavour(ws):
+    import mlflow
+
+    write_params(ws, train__repeats=1, train__save_model=True)
+    run_stage("har", "lstm")
+    (child,) = children(runs(ws, "har"))
+    mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
+    model = mlflow.keras.load_model(f"runs:/{child.info.run_id}/model")
+    assert model.output_shape == (None, 6)
+    assert (ws / "mlartifacts").is_dir(), "artifacts live beside the store, not in a DVC temp workspace"
+
+
+def test_models_are_not_saved_by_default(ws):
+    write_params(ws, train__repeats=1)
+    run_stage("har", "lstm")
+    assert not (ws / "mlartifacts").exists() or not any((ws / "mlartifacts").rglob("MLmodel"))
