@@ -12,11 +12,12 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from seqsweep import atomic, grid, paths
+from seqsweep import atomic, grid, paths, tracking
 from seqsweep.errors import MissingInputError, ParamsError, SeqsweepError, exit_on_error
 from seqsweep.models import ARCHS
 from seqsweep.params import load_params
@@ -86,6 +87,20 @@ def _key(*parts) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
 
 
+@dataclass
+class Sweep:
+    """What every repeat of one (dataset, architecture) grid shares."""
+
+    dataset: str
+    arch: str
+    arrays: dict[str, np.ndarray]
+    shape: dict
+    train_params: dict
+    tracker: tracking.Tracker
+    experiment_id: str
+    tags: dict
+
+
 def train_arch(dataset: str, arch: str, params: dict) -> dict:
     """Run the grid for one (dataset, architecture); returns the metrics document."""
     arrays, meta, data_files = load_prepared(dataset)
@@ -95,7 +110,7 @@ def train_arch(dataset: str, arch: str, params: dict) -> dict:
     import keras
     from tqdm import tqdm
 
-    from seqsweep import models, repeat, tracking
+    from seqsweep import models, repeat
 
     configs = grid.expand(params, models.dataset_module(dataset).EPOCHS[arch])
     repeats = train_params["repeats"]
@@ -107,7 +122,6 @@ def train_arch(dataset: str, arch: str, params: dict) -> dict:
 
     root = tracking.repo_root()
     tracker = tracking.Tracker(tracking.resolve_tracking_uri(params["mlflow"]["tracking_uri"], root), root)
-    experiment_id = tracker.experiment_id(dataset)
     common_tags = {
         "dvc_exp_name": os.environ.get("DVC_EXP_NAME"),
         "git_commit": tracking.git_commit(root),
@@ -116,6 +130,8 @@ def train_arch(dataset: str, arch: str, params: dict) -> dict:
         "runtime": runtime,
         "data_synthetic": str(synthetic).lower(),
     }
+    sweep = Sweep(dataset, arch, arrays, shape, train_params, tracker, tracker.experiment_id(dataset), common_tags)
+    experiment_id = sweep.experiment_id
 
     configs_doc, details_doc = {}, {}
     logging_seconds = train_seconds = 0.0
@@ -140,10 +156,7 @@ def train_arch(dataset: str, arch: str, params: dict) -> dict:
             if previous is not None:
                 row, curve = _reused(previous, r, seed)
             else:
-                row, curve, seconds, logged = _train_one(
-                    tracker, experiment_id, parent_id, run_key, base, common_tags, config, r, seed,
-                    dataset, arch, arrays, shape, train_params, repeat, tracking,
-                )
+                row, curve, seconds, logged = _train_one(sweep, parent_id, run_key, base, config, r, seed)
                 train_seconds += seconds
                 logging_seconds += logged
             rows.append(row)
@@ -189,19 +202,22 @@ def _reused(run, r: int, seed: int):
     return row, curve
 
 
-def _train_one(tracker, experiment_id, parent_id, run_key, base, common_tags, config, r, seed,
-               dataset, arch, arrays, shape, train_params, repeat, tracking):
-    """Train one repeat inside its own MLflow child run; a NaN loss marks the run FAILED with the reason."""
+def _train_one(sweep: Sweep, parent_id: str, run_key: str, base: dict, config: grid.Config, r: int, seed: int):
+    """Train one repeat inside its own MLflow child run; a NaN loss marks the run FAILED with the reason.
+    Returns the metrics row, the curves, the seconds spent in fit and the seconds spent logging."""
+    from seqsweep import repeat  # imports Keras: only after configure_backend()
+
+    tracker = sweep.tracker
     t0 = time.perf_counter()
-    run_id = tracker.start_run(experiment_id, f"{arch} {config.key} r{r}", run_key, "repeat",
-                               {**base, "repeat": r, "seed": seed}, common_tags, parent_id=parent_id)
+    run_id = tracker.start_run(sweep.experiment_id, f"{sweep.arch} {config.key} r{r}", run_key, "repeat",
+                               {**base, "repeat": r, "seed": seed}, sweep.tags, parent_id=parent_id)
     logged = time.perf_counter() - t0
     before = tracker.seconds
     try:
         result = repeat.run_repeat(
-            dataset, arch, config, seed, arrays, shape,
-            callbacks=[tracking.epoch_logger(tracker, run_id)], verbose=train_params["verbose"],
-            keep_model=train_params["save_model"],
+            sweep.dataset, sweep.arch, config, seed, sweep.arrays, sweep.shape,
+            callbacks=[tracking.epoch_logger(tracker, run_id)], verbose=sweep.train_params["verbose"],
+            keep_model=sweep.train_params["save_model"],
         )
     except BaseException as exc:
         tracker.finish(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
