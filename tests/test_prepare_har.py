@@ -51,7 +51,7 @@ def edit_line(path: Path, line_no: int, edit) -> None:
 
 def run_prepare():
     params = load_params()["data"]["har"]
-    return prepare_har.prepare(Path("data/extracted/har"), Path("data/prepared/har"), params["url"], params["sha256"])
+    return prepare_har.prepare(Path("data/extracted/har"), Path("data/prepared/har"), params["sha256"])
 
 
 def assert_nothing_written(workspace: Path) -> None:
@@ -75,7 +75,8 @@ def test_prepare_writes_windows_labels_and_meta(workspace, extracted):
     meta = json.loads((out / "meta.json").read_text())
     params = load_params()["data"]["har"]
     assert meta["dataset"] == "har"
-    assert meta["source_url"] == params["url"] and meta["source_sha256"] == params["sha256"]
+    assert meta["source_sha256"] == params["sha256"]
+    assert "source_url" not in meta, "a mirror with the same bytes must not change the prepared data"
     assert meta["official"] is False  # the synthetic archive's checksum is not the official one
     assert (meta["n_train"], meta["n_test"]) == (N_TRAIN, N_TEST)
     assert meta["shapes"]["X_train"] == [N_TRAIN, 128, 9] and meta["shapes"]["y_test"] == [N_TEST]

@@ -102,7 +102,7 @@ def test_stage_writes_arrays_and_meta(workspace, sample_archives):
     assert np.load(out / "y_test.npy", allow_pickle=False).shape == (n_test,)
     meta = json.loads((out / "meta.json").read_text())
     params = load_params()["data"]["imdb"]
-    assert meta["dataset"] == "imdb" and meta["source_url"] == params["url"]
+    assert meta["dataset"] == "imdb" and "source_url" not in meta
     assert meta["source_sha256"] == sha256_of(raw / "imdb.npz") == params["sha256"]
     assert meta["official"] is False
     assert (meta["n_train"], meta["n_test"], meta["num_words"], meta["maxlen"]) == (n_train, n_test, 5000, 64)
@@ -152,7 +152,7 @@ def test_pickle_payload_is_refused_unrun_even_with_a_matching_checksum(workspace
     set_param(workspace, "data.imdb.sha256", sha256_of(npz))
 
     with pytest.raises(DataFormatError, match=rf"x_train\.npy: refusing to unpickle global '{kind}'"):
-        prepare_imdb.prepare(npz, workspace / "data" / "prepared" / "imdb", "file:///x", sha256_of(npz), 5000, 500)
+        prepare_imdb.prepare(npz, workspace / "data" / "prepared" / "imdb", sha256_of(npz), 5000, 500)
     assert not sentinel.exists()
     assert not (workspace / "data" / "prepared").exists() or not any((workspace / "data" / "prepared").iterdir())
 
@@ -215,7 +215,7 @@ def test_checksum_mismatch_names_both_hashes_and_writes_nothing(workspace):
     actual = hashlib.sha256(npz.read_bytes()).hexdigest()
     configured = load_params()["data"]["imdb"]["sha256"]
     with pytest.raises(ChecksumError, match=rf"SHA-256 is {actual} but data\.imdb\.sha256 is {configured}"):
-        prepare_imdb.prepare(npz, workspace / "data" / "prepared" / "imdb", "u", configured, 5000, 10)
+        prepare_imdb.prepare(npz, workspace / "data" / "prepared" / "imdb", configured, 5000, 10)
     assert not (workspace / "data" / "prepared").exists()
 
 
@@ -225,7 +225,7 @@ def test_missing_archive_names_the_stage_to_run(workspace, capsys):
     assert exc.value.code == 1
     assert "dvc repro download@imdb" in capsys.readouterr().err
     with pytest.raises(MissingInputError):
-        prepare_imdb.prepare(workspace / "data" / "raw" / "imdb.npz", workspace / "out", "u", "0" * 64, 5000, 10)
+        prepare_imdb.prepare(workspace / "data" / "raw" / "imdb.npz", workspace / "out", "0" * 64, 5000, 10)
 
 
 def test_stage_does_not_import_keras():

@@ -232,7 +232,7 @@ def load_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def prepare(source: str | Path, dest: str | Path, url: str, sha256: str) -> dict:
+def prepare(source: str | Path, dest: str | Path, sha256: str) -> dict:
     """Parse the extracted dataset under `source` and write the arrays and meta.json to `dest` atomically."""
     source, dest = Path(source), Path(dest)
     root = source / ROOT_NAME
@@ -245,7 +245,6 @@ def prepare(source: str | Path, dest: str | Path, url: str, sha256: str) -> dict
         arrays[f"X_{split}"], arrays[f"y_{split}"] = load_split(root, split)
     meta = {
         "dataset": DATASET,
-        "source_url": url,
         "source_sha256": sha256,
         "official": sha256 in OFFICIAL_SHA256[DATASET],
         "n_train": len(arrays["y_train"]),
@@ -269,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)
     params = load_params()["data"][DATASET]
     dest = prepared_dir(DATASET)
-    meta = prepare(extracted_dir(DATASET), dest, params["url"], params["sha256"])
+    meta = prepare(extracted_dir(DATASET), dest, params["sha256"])
     label = "official" if meta["official"] else "SYNTHETIC / unofficial"
     print(f"{dest}: {meta['n_train']} train / {meta['n_test']} test windows ({label} data)", file=sys.stderr)
 

@@ -217,7 +217,7 @@ def prepare_arrays(arrays: dict[str, np.ndarray], num_words: int, maxlen: int, w
     return {name: out[name] for name in PREPARED_ARRAYS}
 
 
-def prepare(source: str | Path, dest: str | Path, url: str, sha256: str, num_words: int, maxlen: int) -> dict:
+def prepare(source: str | Path, dest: str | Path, sha256: str, num_words: int, maxlen: int) -> dict:
     """Verify `source` against `sha256`, load it safely and write the arrays and meta.json to `dest` atomically."""
     source, dest = Path(source), Path(dest)
     if not source.is_file():
@@ -230,7 +230,6 @@ def prepare(source: str | Path, dest: str | Path, url: str, sha256: str, num_wor
     arrays = prepare_arrays(read_npz(source), num_words, maxlen, str(source))
     meta = {
         "dataset": DATASET,
-        "source_url": url,
         "source_sha256": actual,
         "official": actual in OFFICIAL_SHA256[DATASET],
         "n_train": len(arrays["y_train"]),
@@ -256,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)
     params = load_params()["data"][DATASET]
     dest = prepared_dir(DATASET)
-    meta = prepare(raw_archive(DATASET), dest, params["url"], params["sha256"], params["num_words"], params["maxlen"])
+    meta = prepare(raw_archive(DATASET), dest, params["sha256"], params["num_words"], params["maxlen"])
     label = "official" if meta["official"] else "SYNTHETIC / unofficial"
     print(f"{dest}: {meta['n_train']} train / {meta['n_test']} test reviews ({label} data)", file=sys.stderr)
 
