@@ -1,0 +1,264 @@
+"""Specification: what the training and report stages log is readable through a real `mlflow server`
+over the project's SQLite store, through the same REST endpoints the MLflow UI calls (experiment by
+name, run search, metric history, artifact listing and download)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from train_fixtures import write_params, write_prepared_har, write_prepared_imdb
+
+from seqsweep.models import ARCHS
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+HAS_REPORT = (REPO / "src/seqsweep/report.py").is_file()
+STARTUP_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real `mlflow server` subprocess (its own process group, stopped with it) and a tiny REST client."""
+
+    def __init__(self, db: Path, cwd: Path):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = cwd / "mlflow-server.log"
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+               "DO_NOT_TRACK": "1"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"mlflow server not healthy after {STARTUP_S} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the group holds the uvicorn worker it spawned
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+    def raw(self, path: str, params: dict | None = None, body: dict | None = None) -> bytes:
+        url = self.base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
+                                         method="POST" if body is not None else "GET")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as exc:
+            pytest.fail(f"{request.method} {url} -> HTTP {exc.code}: {exc.read()[:500]!r}")
+
+    def get(self, endpoint: str, /, **params) -> dict:
+        return json.loads(self.raw(endpoint, params))
+
+    def post(self, path: str, body: dict) -> dict:
+        return json.loads(self.raw(path, body=body))
+
+
+def tags_of(run: dict) -> dict:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def params_of(run: dict) -> dict:
+    return {p["key"]: p["value"] for p in run["data"].get("params", [])}
+
+
+def metrics_of(run: dict) -> dict:
+    return {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+
+
+def search(server: Server, experiment_id: str, filter_string: str = "") -> list[dict]:
+    runs, token = [], None
+    while True:
+        body = {"experiment_ids": [experiment_id], "filter": filter_string, "max_results": 100,
+                "run_view_type": "ACTIVE_ONLY"}
+        if token:
+            body["page_token"] = token
+        page = server.post("/api/2.0/mlflow/runs/search", body)
+        runs += page.get("runs", [])
+        token = page.get("next_page_token")
+        if not token:
+            return runs
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A workspace trained on a tiny HAR grid (2 units x 2 repeats x 2 epochs) into sqlite:///mlflow.db,
+    reported when the report stage exists; IMDB trains one tiny lstm so the report has both datasets."""
+    from seqsweep import train
+
+    ws = tmp_path_factory.mktemp("mlflow-server")
+    saved_cwd, saved_env = os.getcwd(), {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    os.chdir(ws)
+    try:
+        write_prepared_har(ws)
+        write_prepared_imdb(ws)
+        write_params(ws, model__units=[3, 4], train__epochs=2, mlflow__tracking_uri="sqlite:///mlflow.db")
+        for dataset, archs in ARCHS.items():
+            for arch in archs:  # unlisted architectures only write their "skipped" documents
+                train.main([dataset, arch])
+        if HAS_REPORT:
+            from seqsweep import report
+
+            report.main([])
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.update({k: v for k, v in saved_env.items() if v is not None})
+    return ws
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    srv = Server(trained / "mlflow.db", trained)
+    try:
+        srv.wait_healthy()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def har(server, trained):
+    """The `har` experiment and its runs as the server returns them, with the stage's metrics document."""
+    exp = server.get("/api/2.0/mlflow/experiments/get-by-name", experiment_name="har")["experiment"]
+    runs = search(server, exp["experiment_id"])
+    doc = json.loads((trained / "metrics/train/har-lstm.json").read_text())
+    details = json.loads((trained / "metrics/train/har-lstm.details.json").read_text())
+    return exp, runs, doc, details
+
+
+def test_experiment_is_found_by_name_with_artifacts_under_the_workspace(har, trained):
+    exp, _, _, _ = har
+    assert exp["name"] == "har"
+    assert exp["lifecycle_stage"] == "active"
+    assert exp["artifact_location"] == (trained / "mlartifacts" / "har").as_uri()
+
+
+def test_runs_form_a_parent_per_configuration_with_a_child_per_repeat(har, server):
+    exp, runs, doc, _ = har
+    parents = [r for r in runs if tags_of(r).get("seqsweep_kind") == "parent"]
+    children = [r for r in runs if tags_of(r).get("seqsweep_kind") == "repeat"]
+    assert sorted(r["info"]["run_id"] for r in parents) == sorted(c["mlflow_parent_run_id"] for c in doc["configs"].values())
+    assert len(children) == 2 * len(parents) == 4
+    for key, cfg in doc["configs"].items():
+        parent_id = cfg["mlflow_parent_run_id"]
+        # The UI's "show child runs" filter, through the server
+        kids = search(server, exp["experiment_id"], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        assert sorted(k["info"]["run_id"] for k in kids) == sorted(r["mlflow_run_id"] for r in cfg["repeats"])
+        assert all(tags_of(k)["mlflow.parentRunId"] == parent_id for k in kids)
+        assert all(k["info"]["status"] == "FINISHED" for k in kids)
+
+
+def test_parent_and_child_runs_carry_the_grid_params_and_the_accuracies_the_stage_wrote(har):
+    _, runs, doc, _ = har
+    by_id = {r["info"]["run_id"]: r for r in runs}
+    for key, cfg in doc["configs"].items():
+        parent = by_id[cfg["mlflow_parent_run_id"]]
+        p = params_of(parent)
+        assert (p["dataset"], p["arch"], int(p["units"]), int(p["batch_size"]), float(p["dropout"]), int(p["epochs"])) == (
+            "har", "lstm", cfg["units"], cfg["batch_size"], cfg["dropout"], cfg["epochs"])
+        m = metrics_of(parent)
+        assert m["test_accuracy_mean"] == pytest.approx(cfg["mean"])
+        assert m["n_finished"] == cfg["n"] == 2
+        assert m["n_failed"] == 0
+        for rep in cfg["repeats"]:
+            child = by_id[rep["mlflow_run_id"]]
+            assert int(params_of(child)["seed"]) == rep["seed"]
+            assert int(params_of(child)["repeat"]) == rep["repeat"]
+            assert metrics_of(child)["test_accuracy"] == pytest.approx(rep["test_accuracy"])
+            assert tags_of(child)["data_synthetic"] == "true"
+
+
+def test_metric_history_has_one_point_per_epoch_matching_the_learning_curves(har, server):
+    _, _, doc, details = har
+    for key, cfg in doc["configs"].items():
+        curves = {c["repeat"]: c["history"] for c in details["configs"][key]}
+        for rep in cfg["repeats"]:
+            for metric in ("loss", "accuracy"):
+                history = server.get("/api/2.0/mlflow/metrics/get-history", run_id=rep["mlflow_run_id"],
+                                     metric_key=metric)["metrics"]
+                assert [h["step"] for h in history] == [1, 2]
+                assert [h["value"] for h in history] == pytest.approx(curves[rep["repeat"]][metric])
+
+
+@pytest.mark.skipif(not HAS_REPORT, reason="src/seqsweep/report.py (the report stage) does not exist yet")
+def test_summary_run_lists_and_serves_the_comparison_table_and_png_plots_as_the_ui_does(har, server, trained):
+    _, runs, _, _ = har
+    summaries = [r for r in runs if tags_of(r).get("seqsweep_kind") == "summary"]
+    assert len(summaries) == 1, "one summary run per dataset, reused by a rerun"
+    run = summaries[0]
+    run_id = run["info"]["run_id"]
+    assert run["info"]["status"] == "FINISHED"
+    assert "SYNTHETIC" in tags_of(run)["mlflow.note.content"]  # the description the UI shows
+
+    listing = server.get("/api/2.0/mlflow/artifacts/list", run_id=run_id)
+    assert listing == server.get("/ajax-api/2.0/mlflow/artifacts/list", run_id=run_id)  # the UI's prefix
+    files = {f["path"]: f for f in listing["files"]}
+    assert {"comparison.md", "comparison.csv", "summary.json", "plots"} <= set(files)
+    assert files["plots"]["is_dir"] and not files["comparison.md"]["is_dir"]
+    pngs = [f["path"] for f in server.get("/ajax-api/2.0/mlflow/artifacts/list", run_id=run_id, path="plots")["files"]
+            if f["path"].endswith(".png")]
+    assert pngs
+
+    # The UI downloads an artifact with /get-artifact?path=...&run_uuid=... (mlflow 3.x web app).
+    md = server.raw("/get-artifact", {"path": "comparison.md", "run_uuid": run_id}).decode()
+    assert int(files["comparison.md"]["file_size"]) == len(md.encode())
+    assert "SYNTHETIC" in md and "lstm" in md
+    table = server.raw("/get-artifact", {"path": "comparison.csv", "run_uuid": run_id}).decode().splitlines()
+    workspace_table = (trained / "metrics/comparison.csv").read_text().splitlines()
+    assert table[0] == workspace_table[0]
+    har_rows = [line for line in workspace_table[1:] if line.startswith("har,")]
+    assert table[1:] == har_rows and len(har_rows) == 2   # the two HAR configurations, as in the repo
+    png = server.raw("/get-artifact", {"path": pngs[0], "run_uuid": run_id})
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert int(next(f for f in server.get("/api/2.0/mlflow/artifacts/list", run_id=run_id, path="plots")["files"]
+                    if f["path"] == pngs[0])["file_size"]) == len(png)
+
+    summary = json.loads(server.raw("/get-artifact", {"path": "summary.json", "run_uuid": run_id}))
+    best = json.loads((trained / "metrics/summary.json").read_text())["har"]
+    assert summary == best
+
+
+def test_runs_of_the_other_dataset_live_in_their_own_experiment(server):
+    exp = server.get("/api/2.0/mlflow/experiments/get-by-name", experiment_name="imdb")["experiment"]
+    kinds = sorted(tags_of(r).get("seqsweep_kind") for r in search(server, exp["experiment_id"]))
+    assert kinds.count("parent") == 2 and kinds.count("repeat") == 4
+    assert {p["dataset"] for p in (params_of(r) for r in search(server, exp["experiment_id"]))} == {"imdb"}
