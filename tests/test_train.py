@@ -233,7 +233,7 @@ def test_resume_after_a_kill_reuses_finished_repeats_and_never_counts_the_killed
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished_before = _finished_children(ws / "mlflow.db")
-    assert 1 <= finished_before < 4, "the kill should land mid-grid"
+    assert 0 < finished_before < 4, "the kill should land mid-grid"
     assert not (ws / "metrics/train/har-lstm.json").exists()
 
     run_stage("har", "lstm")

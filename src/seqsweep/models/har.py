@@ -1,8 +1,8 @@
 """UCI HAR classifiers: the reference study's five architectures over (128, 9) inertial windows.
 
 Every builder returns an uncompiled `keras.Sequential` whose layer list reads like the tutorial's
-figure; `build()` compiles one. Only the backend-neutral `keras` API is used, so the same code trains
-under TensorFlow or JAX (KERAS_BACKEND=jax).
+figure; `seqsweep.models.build()` compiles one with COMPILE. Only the backend-neutral `keras` API
+is used, so the same code trains under TensorFlow or JAX (KERAS_BACKEND=jax).
 
 Optimizer: Adam for every architecture, as in the tutorials. One stacked-LSTM notebook used RMSprop
 for 30 epochs; that is a single variant, and we keep Adam (and 15 epochs, like the one-layer LSTM)
@@ -14,7 +14,6 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from seqsweep.errors import ParamsError
 
 TIMESTEPS = 128  # 2.56 s at 50 Hz
 CHANNELS = 9  # total_acc, body_acc, body_gyro; x, y, z each
@@ -176,11 +175,3 @@ BUILDERS = {
     "stacked_lstm": stacked_lstm,
 }
 
-
-def build(arch: str, units: int, dropout: float, **shape) -> keras.Model:
-    """The architecture `arch`, compiled with Adam, sparse categorical cross-entropy and accuracy."""
-    if arch not in BUILDERS:
-        raise ParamsError(f"archs.har: unknown architecture {arch!r}; expected one of {sorted(BUILDERS)}")
-    model = BUILDERS[arch](units, dropout, **shape)
-    model.compile(**{**COMPILE, "metrics": list(COMPILE["metrics"])})
-    return model

@@ -1,9 +1,9 @@
 """IMDB sentiment classifiers: the reference study's four LSTM variants over padded word-id sequences.
 
 Every builder returns an uncompiled `keras.Sequential` whose layer list reads like the tutorial's
-figure: Embedding(num_words, 32) first, one sigmoid unit last. `build()` compiles one with Adam and
-binary cross-entropy, as the tutorials do. Only the backend-neutral `keras` API is used, so the same
-code trains under TensorFlow or JAX (KERAS_BACKEND=jax).
+figure: Embedding(num_words, 32) first, one sigmoid unit last. `seqsweep.models.build()` compiles
+one with COMPILE (Adam, binary cross-entropy), as the tutorials do. Only the backend-neutral `keras`
+API is used, so the same code trains under TensorFlow or JAX (KERAS_BACKEND=jax).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from seqsweep.errors import ParamsError
 
 NUM_WORDS = 5000  # vocabulary size (ids >= num_words were mapped to the OOV id when preparing)
 MAXLEN = 500  # ids per review after padding / truncation
@@ -103,11 +102,3 @@ BUILDERS = {
     "cnn_lstm": cnn_lstm,
 }
 
-
-def build(arch: str, units: int, dropout: float, **shape) -> keras.Model:
-    """The architecture `arch`, compiled with Adam, binary cross-entropy and accuracy."""
-    if arch not in BUILDERS:
-        raise ParamsError(f"archs.imdb: unknown architecture {arch!r}; expected one of {sorted(BUILDERS)}")
-    model = BUILDERS[arch](units, dropout, **shape)
-    model.compile(**{**COMPILE, "metrics": list(COMPILE["metrics"])})
-    return model
