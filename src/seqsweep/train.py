@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -64,6 +65,8 @@ def load_prepared(dataset: str) -> tuple[dict[str, np.ndarray], dict, list[Path]
 def configure_backend(deterministic: bool) -> None:
     """Set, before Keras is imported, the switches for deterministic kernels and quiet logs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # A new model per repeat makes TensorFlow warn about retracing; expected here, so only errors show.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     if deterministic:
         os.environ["TF_DETERMINISTIC_OPS"] = "1"
         flags = os.environ.get("XLA_FLAGS", "")
