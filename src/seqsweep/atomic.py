@@ -66,3 +66,11 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
+
+
+def save_arrays_dir(dest: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Replace folder `dest` with one `<name>.npy` per array plus meta.json, all or nothing."""
+    with atomic_dir(dest) as tmp:
+        for name, array in arrays.items():
+            save_npy(tmp / f"{name}.npy", array)
+        write_json(tmp / "meta.json", meta)

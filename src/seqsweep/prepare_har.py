@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqsweep.atomic import atomic_dir, save_npy, write_json
+from seqsweep.atomic import save_arrays_dir
 from seqsweep.errors import DataFormatError, MissingInputError, exit_on_error
 from seqsweep.params import OFFICIAL_SHA256, load_params
 from seqsweep.paths import PREPARED_ARRAYS, extracted_dir, prepared_dir
@@ -254,10 +254,7 @@ def prepare(source: str | Path, dest: str | Path, sha256: str) -> dict:
         "channels": list(CHANNELS),
         "classes": classes,
     }
-    with atomic_dir(dest) as tmp:
-        for name in PREPARED_ARRAYS:
-            save_npy(tmp / f"{name}.npy", arrays[name])
-        write_json(tmp / "meta.json", meta)
+    save_arrays_dir(dest, {name: arrays[name] for name in PREPARED_ARRAYS}, meta)
     return meta
 
 

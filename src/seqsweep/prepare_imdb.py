@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqsweep.atomic import atomic_dir, save_npy, write_json
+from seqsweep.atomic import save_arrays_dir
 from seqsweep.checksum import sha256_file
 from seqsweep.errors import ArchiveError, ChecksumError, DataFormatError, MissingInputError, exit_on_error
 from seqsweep.params import OFFICIAL_SHA256, load_params
@@ -241,10 +241,7 @@ def prepare(source: str | Path, dest: str | Path, sha256: str, num_words: int, m
         "encoding": {"seed": SEED, "start_char": START_CHAR, "oov_char": OOV_CHAR, "index_from": INDEX_FROM,
                      "padding": "pre", "truncating": "pre", "pad_value": 0},
     }
-    with atomic_dir(dest) as tmp:
-        for name in PREPARED_ARRAYS:
-            save_npy(tmp / f"{name}.npy", arrays[name])
-        write_json(tmp / "meta.json", meta)
+    save_arrays_dir(dest, {name: arrays[name] for name in PREPARED_ARRAYS}, meta)
     return meta
 
 
