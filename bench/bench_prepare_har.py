@@ -1,6 +1,6 @@
-"""Benchmark prepare@har's loader against the tutorials' reference loader on full-size HAR Inertial Signals.
+"""Benchmark prepare-har's loader against the tutorials' reference loader on full-size HAR Inertial Signals.
 
-The data is SYNTHETIC (seqsweep.sample_data) but full-size (7352 train / 2947 test windows) and in the
+The data is SYNTHETIC (seqsweep.tools.sample_data) but full-size (7352 train / 2947 test windows) and in the
 published byte format, so parse times and memory match the real files'. Both loaders read the 9 signal
 files and the labels of both splits. Time: best of --repeats in this process. Memory: each loader once in
 a fresh subprocess: tracemalloc peak (Python + numpy allocations) and growth of peak RSS (VmHWM).
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from seqsweep import prepare_har
-from seqsweep.sample_data import write_har_archive
+from seqsweep.tools.sample_data import write_har_archive
 
 SPLITS = prepare_har.SPLITS
 
@@ -35,15 +35,17 @@ def reference_load(root: Path) -> dict[str, np.ndarray]:
 
     out = {}
     for split in SPLITS:
-        frames = [pd.read_csv(prepare_har.signal_path(root, split, c), header=None, sep=r"\s+").values
-                  for c in prepare_har.CHANNELS]
+        frames = [
+            pd.read_csv(prepare_har.signal_path(root, split, c), header=None, sep=r"\s+").values
+            for c in prepare_har.CHANNELS
+        ]
         out[f"X_{split}"] = np.dstack(frames)
         out[f"y_{split}"] = pd.read_csv(root / split / f"y_{split}.txt", header=None, sep=r"\s+").values[:, 0] - 1
     return out
 
 
 def our_load(root: Path) -> dict[str, np.ndarray]:
-    """prepare@har's loader (validating, float32)."""
+    """prepare-har's loader (validating, float32)."""
     out = {}
     for split in SPLITS:
         out[f"X_{split}"], out[f"y_{split}"] = prepare_har.load_split(root, split)
@@ -57,8 +59,11 @@ def make_data(workdir: Path) -> Path:
     """Write a full-size synthetic legacy-layout archive and unpack its labels and Inertial Signals."""
     archive = write_har_archive(workdir / "har-legacy.zip", layout="legacy")
     with zipfile.ZipFile(archive) as zf:
-        wanted = [n for n in zf.namelist() if n.startswith(prepare_har.ROOT_NAME + "/")
-                  and ("Inertial Signals/" in n or Path(n).name.startswith("y_"))]
+        wanted = [
+            n
+            for n in zf.namelist()
+            if n.startswith(prepare_har.ROOT_NAME + "/") and ("Inertial Signals/" in n or Path(n).name.startswith("y_"))
+        ]
         zf.extractall(workdir, members=wanted)
     archive.unlink()
     return workdir / prepare_har.ROOT_NAME
@@ -117,8 +122,11 @@ def main(argv=None) -> None:
         root = make_data(Path(tmp))
         text_bytes = sum(p.stat().st_size for p in root.rglob("*.txt"))
         largest = max(p.stat().st_size for p in root.rglob("*.txt"))
-        print(f"generated {text_bytes / 1e6:.1f} MB of text (largest file {largest / 1e6:.1f} MB) "
-              f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        print(
+            f"generated {text_bytes / 1e6:.1f} MB of text (largest file {largest / 1e6:.1f} MB) "
+            f"in {time.perf_counter() - start:.1f} s",
+            file=sys.stderr,
+        )
 
         ours, ref = our_load(root), reference_load(root)
         for name in ours:  # the benchmark is only meaningful if both loaders agree
@@ -127,20 +135,30 @@ def main(argv=None) -> None:
         rows = []
         best = best_times(root, args.repeats)
         for name, seconds in best.items():
-            proc = subprocess.run([sys.executable, __file__, "--child", name, "--root", str(root)],
-                                  check=True, capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", name, "--root", str(root)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             mem = json.loads(proc.stdout)
             rows.append((name, seconds, mem))
 
-    print(f"machine: {cpu_model()}, {len_cpus()} CPUs, "
-          f"Python {platform.python_version()}, numpy {np.__version__}, pandas {pandas_version()}")
-    print(f"data: {text_bytes / 1e6:.1f} MB text, 18 signal files + 2 label files; output arrays "
-          f"{rows[0][2]['output'] / 1e6:.1f} MB (seqsweep, float32)\n")
+    print(
+        f"machine: {cpu_model()}, {len_cpus()} CPUs, "
+        f"Python {platform.python_version()}, numpy {np.__version__}, pandas {pandas_version()}"
+    )
+    print(
+        f"data: {text_bytes / 1e6:.1f} MB text, 18 signal files + 2 label files; output arrays "
+        f"{rows[0][2]['output'] / 1e6:.1f} MB (seqsweep, float32)\n"
+    )
     print(f"| loader | best of {args.repeats} (s) | tracemalloc peak (MB) | max RSS growth (MB) | output (MB) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, seconds, mem in rows:
-        print(f"| {name} | {seconds:.3f} | {mem['peak_traced'] / 1e6:.1f} | {mem['rss_growth'] / 1e6:.1f} "
-              f"| {mem['output'] / 1e6:.1f} |")
+        print(
+            f"| {name} | {seconds:.3f} | {mem['peak_traced'] / 1e6:.1f} | {mem['rss_growth'] / 1e6:.1f} "
+            f"| {mem['output'] / 1e6:.1f} |"
+        )
     print(f"\nspeed-up: {rows[1][1] / rows[0][1]:.2f}x")
 
 

@@ -1,8 +1,8 @@
-"""Benchmark: `dvc repro prepare` on full-size archives, then the no-op rerun.
+"""Benchmark: `dvc repro prepare-har prepare-imdb` (the data stages) on full-size archives, then the no-op rerun.
 
 Builds a scratch git + DVC copy of the project, writes full-size SYNTHETIC archives in the exact
 upstream layouts (7352/2947 HAR windows, 25000/25000 IMDB reviews), points data.*.url at them with
-file:// URLs, times the first `dvc repro prepare` (download + verify, extract, prepare, both
+file:// URLs, times the first `dvc repro prepare-har prepare-imdb` (download + verify, extract, prepare, both
 datasets) and then three no-op reruns, which must do no work.
 
     python bench/bench_repro_prepare.py
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from seqsweep import sample_data
 from seqsweep.checksum import sha256_file
+from seqsweep.tools import sample_data
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,8 +42,10 @@ def main() -> None:
         t0 = time.perf_counter()
         har = sample_data.write_har_archive(archives / "har.zip")
         imdb = sample_data.write_imdb_npz(archives / "imdb.npz")
-        print(f"full-size synthetic archives written in {time.perf_counter() - t0:.1f} s "
-              f"(har.zip {har.stat().st_size / 1e6:.1f} MB, imdb.npz {imdb.stat().st_size / 1e6:.1f} MB)")
+        print(
+            f"full-size synthetic archives written in {time.perf_counter() - t0:.1f} s "
+            f"(har.zip {har.stat().st_size / 1e6:.1f} MB, imdb.npz {imdb.stat().st_size / 1e6:.1f} MB)"
+        )
         root = tmp / "project"
         root.mkdir()
         for name in ("dvc.yaml", "params.yaml", ".gitignore"):
@@ -55,13 +57,13 @@ def main() -> None:
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
             sh(root, *cmd)
-        first, out = sh(root, str(BIN / "dvc"), "repro", "prepare")
+        first, out = sh(root, str(BIN / "dvc"), "repro", "prepare-har", "prepare-imdb")
         ran = out.count("Running stage")
-        print(f"dvc repro prepare, first run: {first:.1f} s ({ran} stages ran)")
+        print(f"dvc repro prepare-har prepare-imdb, first run: {first:.1f} s ({ran} stages ran)")
         for i in range(3):
-            again, out = sh(root, str(BIN / "dvc"), "repro", "prepare")
+            again, out = sh(root, str(BIN / "dvc"), "repro", "prepare-har", "prepare-imdb")
             assert "Running stage" not in out, out
-            print(f"dvc repro prepare, no-op rerun {i + 1}: {again:.2f} s (no stage ran)")
+            print(f"dvc repro prepare-har prepare-imdb, no-op rerun {i + 1}: {again:.2f} s (no stage ran)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-
 from http_fixture import LocalServer
+from params_file import write_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +27,7 @@ def sha256_of(path: Path) -> str:
 def sample_archives(tmp_path_factory) -> dict[str, Path]:
     """Synthetic archives, written once per session: har.zip (current UCI layout), har-legacy.zip
     (the inner zip alone) and imdb.npz (Keras's layout, pickled object arrays)."""
-    from seqsweep import sample_data
+    from seqsweep.tools import sample_data
 
     root = tmp_path_factory.mktemp("archives")
     sample_data.write_har_archive(root / "har.zip", layout="current", **HAR_SIZES)
@@ -55,24 +54,17 @@ def workspace(tmp_path, server, monkeypatch):
     directory, like the workspace DVC runs a stage in. Returns its path."""
     ws = tmp_path / "ws"
     ws.mkdir()
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["har"].update(url=server.url("har.zip"), sha256=sha256_of(server.root / "har.zip"))
-    params["data"]["imdb"].update(url=server.url("imdb.npz"), sha256=sha256_of(server.root / "imdb.npz"))
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(
+        ws,
+        {
+            "data.har.url": server.url("har.zip"),
+            "data.har.sha256": sha256_of(server.root / "har.zip"),
+            "data.imdb.url": server.url("imdb.npz"),
+            "data.imdb.sha256": sha256_of(server.root / "imdb.npz"),
+        },
+    )
     monkeypatch.chdir(ws)
     return ws
-
-
-def set_param(ws: Path, dotted: str, value) -> None:
-    """Edit one key of the workspace's params.yaml, as `dvc exp run -S` would."""
-    path = ws / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    node = params
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node[key]
-    node[leaf] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,9 +1,9 @@
 """A local HTTP server on 127.0.0.1 serving one directory, with routes that misbehave on purpose.
 
-  /files/<name>            the file, with Content-Length
-  /status/<code>/<name>    always answers <code>
-  /flaky/<n>/<name>        answers 503 to the first <n> requests, then serves the file
-  /truncate/<name>         promises the full Content-Length, sends half, then closes the connection
+/files/<name>            the file, with Content-Length
+/status/<code>/<name>    always answers <code>
+/flaky/<n>/<name>        answers 503 to the first <n> requests, then serves the file
+/truncate/<name>         promises the full Content-Length, sends half, then closes the connection
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
 
     def log_message(self, *args):  # keep test output quiet
         pass

@@ -6,11 +6,12 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import sha256_of
+from params_file import write_params
 
-from conftest import set_param, sha256_of
 from seqsweep import download as dl
 from seqsweep.errors import ChecksumError, DownloadError
-from seqsweep.paths import raw_archive
+from seqsweep.paths import RAW_FILENAMES
 
 WRONG_SHA = "0123456789abcdef" * 4
 
@@ -38,16 +39,16 @@ def leftovers(directory: Path) -> list[str]:
 
 @pytest.mark.parametrize("dataset", ["har", "imdb"])
 def test_main_downloads_each_dataset_over_http_and_verifies_it(workspace, server, dataset, capsys):
-    dl.main([dataset])
-    out = workspace / raw_archive(dataset)
+    out = workspace / "data/raw" / RAW_FILENAMES[dataset]
+    dl.main([dataset, str(out)])
     assert sha256_of(out) == sha256_of(server.root / out.name)
     assert leftovers(out.parent) == [out.name]
     assert "verified" in capsys.readouterr().err
 
 
 def test_main_accepts_a_file_url(workspace, server):
-    set_param(workspace, "data.har.url", (server.root / "har.zip").resolve().as_uri())
-    dl.main(["har"])
+    write_params(workspace, {"data.har.url": (server.root / "har.zip").resolve().as_uri()})
+    dl.main(["har", "data/raw/har.zip"])
     assert sha256_of(workspace / "data/raw/har.zip") == sha256_of(server.root / "har.zip")
     assert server.requests == []
 
@@ -62,9 +63,9 @@ def test_file_url_to_a_missing_file_fails_at_once_naming_it(raw, no_waiting):
 
 def test_checksum_mismatch_names_both_hashes_and_the_url_and_leaves_no_file(workspace, server, capsys):
     actual = sha256_of(server.root / "har.zip")
-    set_param(workspace, "data.har.sha256", WRONG_SHA)
+    write_params(workspace, {"data.har.sha256": WRONG_SHA})
     with pytest.raises(SystemExit) as exit_:
-        dl.main(["har"])
+        dl.main(["har", "data/raw/har.zip"])
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert WRONG_SHA in err and actual in err and server.url("har.zip") in err
@@ -129,17 +130,17 @@ def test_server_errors_and_rate_limits_are_retried_then_fail(raw, server, no_wai
 
 def test_http_404_through_main_exits_1_with_the_url(workspace, server, capsys):
     url = server.url("har.zip", route="status/404")
-    set_param(workspace, "data.har.url", url)
+    write_params(workspace, {"data.har.url": url})
     with pytest.raises(SystemExit) as exit_:
-        dl.main(["har"])
+        dl.main(["har", "data/raw/har.zip"])
     assert exit_.value.code == 1
     assert url in capsys.readouterr().err
     assert len(server.requests) == 1
 
 
 def test_flaky_server_succeeds_on_the_third_attempt(workspace, server, no_waiting):
-    set_param(workspace, "data.har.url", server.url("har.zip", route="flaky/2"))
-    dl.main(["har"])
+    write_params(workspace, {"data.har.url": server.url("har.zip", route="flaky/2")})
+    dl.main(["har", "data/raw/har.zip"])
     assert sha256_of(workspace / "data/raw/har.zip") == sha256_of(server.root / "har.zip")
     assert len(server.requests) == 3
     assert leftovers(workspace / "data/raw") == ["har.zip"]

@@ -77,8 +77,9 @@ def test_extracts_sample_archive_in_either_layout_byte_for_byte(sample_archives,
     assert result.layout == layout and result.path == dest
     with zipfile.ZipFile(archive) as outer:
         inner = zipfile.ZipFile(io.BytesIO(outer.read(NESTED_ZIP))) if layout == "current" else outer
-        expected = {i.filename: inner.read(i) for i in inner.infolist()
-                    if not i.is_dir() and not extract.is_junk(i.filename)}
+        expected = {
+            i.filename: inner.read(i) for i in inner.infolist() if not i.is_dir() and not extract.is_junk(i.filename)
+        }
     written = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     assert written == expected
     assert result.files == len(expected) and result.bytes == sum(map(len, expected.values()))
@@ -87,8 +88,8 @@ def test_extracts_sample_archive_in_either_layout_byte_for_byte(sample_archives,
 
 
 def test_main_downloads_then_extracts_in_the_workspace(workspace, capsys):
-    download.main(["har"])
-    extract.main(["har"])
+    download.main(["har", "data/raw/har.zip"])
+    extract.main(["data/raw/har.zip", "data/extracted/har"])
     root = workspace / "data/extracted/har" / DATASET_DIR
     for split in ("train", "test"):
         assert len(list((root / split / "Inertial Signals").iterdir())) == 9
@@ -98,12 +99,14 @@ def test_main_downloads_then_extracts_in_the_workspace(workspace, capsys):
 
 
 def test_stages_run_as_dvc_runs_them(workspace):
-    for module in ("seqsweep.download", "seqsweep.extract"):
-        done = subprocess.run([sys.executable, "-m", module, "har"], capture_output=True, text=True, timeout=60)
+    download_cmd = ["-m", "seqsweep.download", "har", "data/raw/har.zip"]
+    extract_cmd = ["-m", "seqsweep.extract", "data/raw/har.zip", "data/extracted/har"]
+    for args in (download_cmd, extract_cmd):
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
     assert (workspace / "data/extracted/har" / DATASET_DIR / "test/y_test.txt").is_file()
     (workspace / "data/raw/har.zip").write_bytes(b"not a zip")
-    done = subprocess.run([sys.executable, "-m", "seqsweep.extract", "har"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, *extract_cmd], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr.startswith("error: data/raw/har.zip: not a readable zip")
     assert not (workspace / "data/extracted/har").exists()
@@ -112,7 +115,7 @@ def test_stages_run_as_dvc_runs_them(workspace):
 def test_main_without_the_download_exits_1_naming_the_stage_to_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        extract.main(["har"])
+        extract.main(["data/raw/har.zip", "data/extracted/har"])
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert "data/raw/har.zip" in err and "download@har" in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,15 +18,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from train_fixtures import write_params, write_prepared_har, write_prepared_imdb
-
-from seqsweep.models import ARCHS
+from params_file import TINY_GRID, write_params
+from train_fixtures import write_prepared_har, write_prepared_imdb
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-HAS_REPORT = (REPO / "src/seqsweep/report.py").is_file()
 STARTUP_S = 60
 
 
@@ -42,14 +40,34 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = cwd / "mlflow-server.log"
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "DO_NOT_TRACK": "1"}
+        env = {
+            **os.environ,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+        }
         env.pop("MLFLOW_TRACKING_URI", None)
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "server",
+                    "--backend-store-uri",
+                    f"sqlite:///{db}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def wait_healthy(self) -> None:
@@ -78,8 +96,9 @@ class Server:
     def raw(self, path: str, params: dict | None = None, body: dict | None = None) -> bytes:
         url = self.base + path + ("?" + urllib.parse.urlencode(params) if params else "")
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
-                                         method="POST" if body is not None else "GET")
+        request = urllib.request.Request(
+            url, data=data, headers={"Content-Type": "application/json"}, method="POST" if body is not None else "GET"
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as resp:
                 return resp.read()
@@ -108,8 +127,12 @@ def metrics_of(run: dict) -> dict:
 def search(server: Server, experiment_id: str, filter_string: str = "") -> list[dict]:
     runs, token = [], None
     while True:
-        body = {"experiment_ids": [experiment_id], "filter": filter_string, "max_results": 100,
-                "run_view_type": "ACTIVE_ONLY"}
+        body = {
+            "experiment_ids": [experiment_id],
+            "filter": filter_string,
+            "max_results": 100,
+            "run_view_type": "ACTIVE_ONLY",
+        }
         if token:
             body["page_token"] = token
         page = server.post("/api/2.0/mlflow/runs/search", body)
@@ -123,7 +146,7 @@ def search(server: Server, experiment_id: str, filter_string: str = "") -> list[
 def trained(tmp_path_factory):
     """A workspace trained on a tiny HAR grid (2 units x 2 repeats x 2 epochs) into sqlite:///mlflow.db,
     reported when the report stage exists; IMDB trains one tiny lstm so the report has both datasets."""
-    from seqsweep import train
+    from seqsweep import report, train
 
     ws = tmp_path_factory.mktemp("mlflow-server")
     saved_cwd, saved_env = os.getcwd(), {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
@@ -131,14 +154,14 @@ def trained(tmp_path_factory):
     try:
         write_prepared_har(ws)
         write_prepared_imdb(ws)
-        write_params(ws, model__units=[3, 4], train__epochs=2, mlflow__tracking_uri="sqlite:///mlflow.db")
-        for dataset, archs in ARCHS.items():
-            for arch in archs:  # unlisted architectures only write their "skipped" documents
-                train.main([dataset, arch])
-        if HAS_REPORT:
-            from seqsweep import report
-
-            report.main([])
+        shutil.copy(REPO / "dvc.yaml", ws / "dvc.yaml")  # the report draws the plots dvc.yaml defines
+        shutil.copytree(REPO / ".dvc" / "plots", ws / ".dvc" / "plots")
+        write_params(
+            ws, TINY_GRID | {"model.units": [3, 4], "train.epochs": 2, "mlflow.tracking_uri": "sqlite:///mlflow.db"}
+        )
+        for dataset in ("har", "imdb"):
+            train.main([dataset, "lstm", f"data/prepared/{dataset}", f"runs/{dataset}-lstm.json"])
+        report.main(["runs", "metrics"])
     finally:
         os.chdir(saved_cwd)
         os.environ.update({k: v for k, v in saved_env.items() if v is not None})
@@ -160,25 +183,26 @@ def har(server, trained):
     """The `har` experiment and its runs as the server returns them, with the stage's metrics document."""
     exp = server.get("/api/2.0/mlflow/experiments/get-by-name", experiment_name="har")["experiment"]
     runs = search(server, exp["experiment_id"])
-    doc = json.loads((trained / "metrics/train/har-lstm.json").read_text())
-    details = json.loads((trained / "metrics/train/har-lstm.details.json").read_text())
-    return exp, runs, doc, details
+    doc = json.loads((trained / "runs/har-lstm.json").read_text())
+    return exp, runs, doc
 
 
 def test_experiment_is_found_by_name_with_artifacts_under_the_workspace(har, trained):
-    exp, _, _, _ = har
+    exp, _, _ = har
     assert exp["name"] == "har"
     assert exp["lifecycle_stage"] == "active"
     assert exp["artifact_location"] == (trained / "mlartifacts" / "har").as_uri()
 
 
 def test_runs_form_a_parent_per_configuration_with_a_child_per_repeat(har, server):
-    exp, runs, doc, _ = har
+    exp, runs, doc = har
     parents = [r for r in runs if tags_of(r).get("seqsweep_kind") == "parent"]
     children = [r for r in runs if tags_of(r).get("seqsweep_kind") == "repeat"]
-    assert sorted(r["info"]["run_id"] for r in parents) == sorted(c["mlflow_parent_run_id"] for c in doc["configs"].values())
+    assert sorted(r["info"]["run_id"] for r in parents) == sorted(
+        c["mlflow_parent_run_id"] for c in doc["configs"].values()
+    )
     assert len(children) == 2 * len(parents) == 4
-    for key, cfg in doc["configs"].items():
+    for cfg in doc["configs"].values():
         parent_id = cfg["mlflow_parent_run_id"]
         # The UI's "show child runs" filter, through the server
         kids = search(server, exp["experiment_id"], f"tags.`mlflow.parentRunId` = '{parent_id}'")
@@ -188,13 +212,19 @@ def test_runs_form_a_parent_per_configuration_with_a_child_per_repeat(har, serve
 
 
 def test_parent_and_child_runs_carry_the_grid_params_and_the_accuracies_the_stage_wrote(har):
-    _, runs, doc, _ = har
+    _, runs, doc = har
     by_id = {r["info"]["run_id"]: r for r in runs}
-    for key, cfg in doc["configs"].items():
+    for cfg in doc["configs"].values():
         parent = by_id[cfg["mlflow_parent_run_id"]]
         p = params_of(parent)
-        assert (p["dataset"], p["arch"], int(p["units"]), int(p["batch_size"]), float(p["dropout"]), int(p["epochs"])) == (
-            "har", "lstm", cfg["units"], cfg["batch_size"], cfg["dropout"], cfg["epochs"])
+        assert (
+            p["dataset"],
+            p["arch"],
+            int(p["units"]),
+            int(p["batch_size"]),
+            float(p["dropout"]),
+            int(p["epochs"]),
+        ) == ("har", "lstm", cfg["units"], cfg["batch_size"], cfg["dropout"], cfg["epochs"])
         m = metrics_of(parent)
         assert m["test_accuracy_mean"] == pytest.approx(cfg["mean"])
         assert m["n_finished"] == cfg["n"] == 2
@@ -208,20 +238,20 @@ def test_parent_and_child_runs_carry_the_grid_params_and_the_accuracies_the_stag
 
 
 def test_metric_history_has_one_point_per_epoch_matching_the_learning_curves(har, server):
-    _, _, doc, details = har
-    for key, cfg in doc["configs"].items():
-        curves = {c["repeat"]: c["history"] for c in details["configs"][key]}
+    _, _, doc = har
+    for cfg in doc["configs"].values():
+        curves = {rep["repeat"]: rep["history"] for rep in cfg["repeats"]}
         for rep in cfg["repeats"]:
             for metric in ("loss", "accuracy"):
-                history = server.get("/api/2.0/mlflow/metrics/get-history", run_id=rep["mlflow_run_id"],
-                                     metric_key=metric)["metrics"]
+                history = server.get(
+                    "/api/2.0/mlflow/metrics/get-history", run_id=rep["mlflow_run_id"], metric_key=metric
+                )["metrics"]
                 assert [h["step"] for h in history] == [1, 2]
                 assert [h["value"] for h in history] == pytest.approx(curves[rep["repeat"]][metric])
 
 
-@pytest.mark.skipif(not HAS_REPORT, reason="src/seqsweep/report.py (the report stage) does not exist yet")
 def test_summary_run_lists_and_serves_the_comparison_table_and_png_plots_as_the_ui_does(har, server, trained):
-    _, runs, _, _ = har
+    _, runs, _ = har
     summaries = [r for r in runs if tags_of(r).get("seqsweep_kind") == "summary"]
     assert len(summaries) == 1, "one summary run per dataset, reused by a rerun"
     run = summaries[0]
@@ -234,8 +264,11 @@ def test_summary_run_lists_and_serves_the_comparison_table_and_png_plots_as_the_
     files = {f["path"]: f for f in listing["files"]}
     assert {"comparison.md", "comparison.csv", "summary.json", "plots"} <= set(files)
     assert files["plots"]["is_dir"] and not files["comparison.md"]["is_dir"]
-    pngs = [f["path"] for f in server.get("/ajax-api/2.0/mlflow/artifacts/list", run_id=run_id, path="plots")["files"]
-            if f["path"].endswith(".png")]
+    pngs = [
+        f["path"]
+        for f in server.get("/ajax-api/2.0/mlflow/artifacts/list", run_id=run_id, path="plots")["files"]
+        if f["path"].endswith(".png")
+    ]
     assert pngs
 
     # The UI downloads an artifact with /get-artifact?path=...&run_uuid=... (mlflow 3.x web app).
@@ -246,15 +279,46 @@ def test_summary_run_lists_and_serves_the_comparison_table_and_png_plots_as_the_
     workspace_table = (trained / "metrics/comparison.csv").read_text().splitlines()
     assert table[0] == workspace_table[0]
     har_rows = [line for line in workspace_table[1:] if line.startswith("har,")]
-    assert table[1:] == har_rows and len(har_rows) == 2   # the two HAR configurations, as in the repo
+    assert table[1:] == har_rows and len(har_rows) == 2  # the two HAR configurations, as in the repo
     png = server.raw("/get-artifact", {"path": pngs[0], "run_uuid": run_id})
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    assert int(next(f for f in server.get("/api/2.0/mlflow/artifacts/list", run_id=run_id, path="plots")["files"]
-                    if f["path"] == pngs[0])["file_size"]) == len(png)
+    assert int(
+        next(
+            f
+            for f in server.get("/api/2.0/mlflow/artifacts/list", run_id=run_id, path="plots")["files"]
+            if f["path"] == pngs[0]
+        )["file_size"]
+    ) == len(png)
 
     summary = json.loads(server.raw("/get-artifact", {"path": "summary.json", "run_uuid": run_id}))
-    best = json.loads((trained / "metrics/summary.json").read_text())["har"]
-    assert summary == best
+    workspace = json.loads((trained / "metrics/summary.json").read_text())
+    assert summary["har"] == workspace["har"] and summary["best"]["har"] == workspace["best"]["har"]
+
+
+def test_every_training_run_lists_its_train_and_test_data_as_mlflow_dataset_inputs(har):
+    """What the UI's Dataset column and dataset filter show: the dataset's name and digest, where it
+    came from, whether it is synthetic, and which split each run trained and was evaluated on."""
+    _, runs, _ = har
+    trained_runs = [r for r in runs if tags_of(r).get("seqsweep_kind") in ("parent", "repeat")]
+    assert trained_runs
+    for run in trained_runs:
+        inputs = run["inputs"]["dataset_inputs"]
+        by_context = {next(t["value"] for t in i["tags"] if t["key"] == "mlflow.data.context"): i for i in inputs}
+        assert set(by_context) == {"training", "evaluation"}
+        for split in by_context.values():
+            dataset = split["dataset"]
+            assert dataset["name"] == "har" and dataset["source_type"] == "http"
+            assert json.loads(dataset["source"])["url"].startswith("https://archive.ics.uci.edu/")
+            assert json.loads(dataset["profile"])["synthetic"] is True
+            assert {"key": "synthetic", "value": "true"} in split["tags"]
+        assert by_context["training"]["dataset"]["digest"] != by_context["evaluation"]["dataset"]["digest"]
+        assert json.loads(by_context["training"]["dataset"]["profile"])["rows"] == 64
+
+
+def test_each_experiment_describes_what_its_parents_children_and_summary_runs_hold(har):
+    exp, _, _ = har
+    note = {t["key"]: t["value"] for t in exp["tags"]}["mlflow.note.content"]
+    assert "Parent runs" in note and "Child runs" in note and "summary" in note
 
 
 def test_runs_of_the_other_dataset_live_in_their_own_experiment(server):

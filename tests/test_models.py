@@ -1,4 +1,4 @@
-"""Specifications of the architecture builders: the registry matches ARCHS, each layer list is the
+"""Specifications of the architecture builders: the registry holds the study's architectures, each layer list is the
 reference study's, `units` and `dropout` set what they claim, every model trains, and the code is
 backend neutral (it trains under JAX with TensorFlow made unimportable)."""
 
@@ -15,13 +15,19 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from params_file import DEFAULTS as DEFAULT_PARAMS
 
+from seqsweep import models
 from seqsweep.errors import ParamsError
-from seqsweep.models import ARCHS, build, dataset_module, default_epochs, har, imdb
+from seqsweep.models import build, har, imdb
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "seqsweep"
 
-ALL = [(ds, arch) for ds, archs in ARCHS.items() for arch in archs]
+STUDY = {
+    "har": ["lstm", "cnn_lstm", "convlstm", "cnn1d", "stacked_lstm"],
+    "imdb": ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm"],
+}
+ALL = [(ds, arch) for ds, archs in STUDY.items() for arch in archs]
 IDS = [f"{ds}-{arch}" for ds, arch in ALL]
 
 # Tiny inputs: HAR keeps its real window shape; IMDB uses a short review and a small vocabulary.
@@ -37,14 +43,15 @@ def tiny_data(dataset: str, n: int = 32):
 
 def flat_layers(model):
     """The model's layers with TimeDistributed wrappers replaced by the layer they wrap."""
-    return [l.layer if isinstance(l, keras.layers.TimeDistributed) else l for l in model.layers]
+    return [layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer for layer in model.layers]
 
 
 def layer_kinds(model) -> list[str]:
     return [
-        f"TimeDistributed({l.layer.__class__.__name__})" if isinstance(l, keras.layers.TimeDistributed)
-        else l.__class__.__name__
-        for l in model.layers
+        f"TimeDistributed({layer.layer.__class__.__name__})"
+        if isinstance(layer, keras.layers.TimeDistributed)
+        else layer.__class__.__name__
+        for layer in model.layers
     ]
 
 
@@ -52,8 +59,16 @@ def layer_kinds(model) -> list[str]:
 FIGURES = {
     ("har", "lstm"): ["LSTM", "Dropout", "Dense", "Dense"],
     ("har", "cnn_lstm"): [
-        "Reshape", "TimeDistributed(Conv1D)", "TimeDistributed(Conv1D)", "TimeDistributed(Dropout)",
-        "TimeDistributed(MaxPooling1D)", "TimeDistributed(Flatten)", "LSTM", "Dropout", "Dense", "Dense",
+        "Reshape",
+        "TimeDistributed(Conv1D)",
+        "TimeDistributed(Conv1D)",
+        "TimeDistributed(Dropout)",
+        "TimeDistributed(MaxPooling1D)",
+        "TimeDistributed(Flatten)",
+        "LSTM",
+        "Dropout",
+        "Dense",
+        "Dense",
     ],
     ("har", "convlstm"): ["Reshape", "ConvLSTM2D", "Dropout", "Flatten", "Dense", "Dense"],
     ("har", "cnn1d"): ["Conv1D", "Conv1D", "Dropout", "MaxPooling1D", "Flatten", "Dense", "Dense"],
@@ -79,30 +94,34 @@ WIDTHS = {
 
 # How many Dropout layers each architecture has (all at the `dropout` rate).
 N_DROPOUTS = {
-    ("har", "lstm"): 1, ("har", "cnn_lstm"): 2, ("har", "convlstm"): 1, ("har", "cnn1d"): 1,
+    ("har", "lstm"): 1,
+    ("har", "cnn_lstm"): 2,
+    ("har", "convlstm"): 1,
+    ("har", "cnn1d"): 1,
     ("har", "stacked_lstm"): 2,
-    ("imdb", "lstm"): 0, ("imdb", "lstm_dropout"): 2, ("imdb", "lstm_recurrent_dropout"): 0,
+    ("imdb", "lstm"): 0,
+    ("imdb", "lstm_dropout"): 2,
+    ("imdb", "lstm_recurrent_dropout"): 0,
     ("imdb", "cnn_lstm"): 0,
 }
 
 
-def test_each_registry_lists_exactly_the_archs_of_its_dataset_in_order():
-    for ds, archs in ARCHS.items():
-        assert tuple(dataset_module(ds).BUILDERS) == archs
-        assert tuple(dataset_module(ds).EPOCHS) == archs
+def test_each_registry_holds_the_studys_architectures_in_order_and_params_trains_them_all():
+    for ds, archs in STUDY.items():
+        assert list(models.registry(ds)) == archs
+        assert DEFAULT_PARAMS["archs"][ds] == archs
 
 
-def test_default_epochs_are_the_reference_studys():
-    assert har.EPOCHS == {"lstm": 15, "cnn_lstm": 25, "convlstm": 25, "cnn1d": 15, "stacked_lstm": 15}
-    assert imdb.EPOCHS == {"lstm": 3, "lstm_dropout": 3, "lstm_recurrent_dropout": 3, "cnn_lstm": 3}
-    assert default_epochs("har", "convlstm") == 25
-    assert default_epochs("imdb", "cnn_lstm") == 3
+def test_epochs_are_the_reference_studys():
+    epochs = {ds: {name: a.epochs for name, a in models.registry(ds).items()} for ds in STUDY}
+    assert epochs["har"] == {"lstm": 15, "cnn_lstm": 25, "convlstm": 25, "cnn1d": 15, "stacked_lstm": 15}
+    assert epochs["imdb"] == {"lstm": 3, "lstm_dropout": 3, "lstm_recurrent_dropout": 3, "cnn_lstm": 3}
 
 
 @pytest.mark.parametrize("units", [1, 3])
 @pytest.mark.parametrize("dataset,arch", ALL, ids=IDS)
 def test_builder_returns_an_uncompiled_model_from_input_to_one_probability_per_class(dataset, arch, units):
-    model = dataset_module(dataset).BUILDERS[arch](units, 0.25)
+    model = models.get(dataset, arch).builder(units, 0.25)
     assert not model.compiled
     if dataset == "har":
         assert model.input_shape == (None, 128, 9)
@@ -119,16 +138,16 @@ def test_builder_returns_an_uncompiled_model_from_input_to_one_probability_per_c
 
 @pytest.mark.parametrize("dataset,arch", ALL, ids=IDS)
 def test_layers_follow_the_reference_figure(dataset, arch):
-    model = dataset_module(dataset).BUILDERS[arch](3, 0.25)
+    model = models.get(dataset, arch).builder(3, 0.25)
     assert layer_kinds(model) == FIGURES[dataset, arch]
-    dense_100 = [l for l in model.layers if isinstance(l, keras.layers.Dense) and l.units == 100]
-    assert all(l.activation is keras.activations.relu for l in dense_100)
+    dense_100 = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense) and layer.units == 100]
+    assert all(layer.activation is keras.activations.relu for layer in dense_100)
 
 
 @pytest.mark.parametrize("units", [1, 3, 8])
 @pytest.mark.parametrize("dataset,arch", ALL, ids=IDS)
 def test_units_sets_the_width_of_the_sequence_layer(dataset, arch, units):
-    model = dataset_module(dataset).BUILDERS[arch](units, 0.25)
+    model = models.get(dataset, arch).builder(units, 0.25)
     for name, (attribute, width) in WIDTHS[dataset, arch](units).items():
         layer = model.get_layer(name)
         layer = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
@@ -138,12 +157,12 @@ def test_units_sets_the_width_of_the_sequence_layer(dataset, arch, units):
 @pytest.mark.parametrize("rate", [0.25, 0.4])
 @pytest.mark.parametrize("dataset,arch", ALL, ids=IDS)
 def test_dropout_sets_the_rate_of_every_dropout_the_architecture_has(dataset, arch, rate):
-    model = dataset_module(dataset).BUILDERS[arch](3, rate)
-    dropouts = [l for l in flat_layers(model) if isinstance(l, keras.layers.Dropout)]
+    model = models.get(dataset, arch).builder(3, rate)
+    dropouts = [layer for layer in flat_layers(model) if isinstance(layer, keras.layers.Dropout)]
     assert len(dropouts) == N_DROPOUTS[dataset, arch]
-    assert [l.rate for l in dropouts] == [rate] * len(dropouts)
+    assert [layer.rate for layer in dropouts] == [rate] * len(dropouts)
     in_lstm = rate if arch == "lstm_recurrent_dropout" else 0.0
-    for lstm in (l for l in flat_layers(model) if isinstance(l, keras.layers.LSTM)):
+    for lstm in (layer for layer in flat_layers(model) if isinstance(layer, keras.layers.LSTM)):
         assert (lstm.dropout, lstm.recurrent_dropout) == (in_lstm, in_lstm)
 
 
@@ -155,15 +174,13 @@ def test_shape_keywords_set_the_input_vocabulary_and_classes():
     assert model.get_layer("embedding").input_dim == 50
 
 
-@pytest.mark.parametrize(
-    "arch,sub_sequences", [("cnn_lstm", (None, 4, 16, 9)), ("convlstm", (None, 4, 1, 16, 9))]
-)
+@pytest.mark.parametrize("arch,sub_sequences", [("cnn_lstm", (None, 4, 16, 9)), ("convlstm", (None, 4, 1, 16, 9))])
 def test_har_sub_sequence_archs_cut_any_window_divisible_by_4_and_reject_others(arch, sub_sequences):
-    model = har.BUILDERS[arch](3, 0.25, timesteps=64)
+    model = models.get("har", arch).builder(3, 0.25, timesteps=64)
     assert tuple(model.get_layer("sub_sequences").output.shape) == sub_sequences
     assert model.output_shape == (None, 6)
     with pytest.raises(ValueError, match=r"multiple of 4.*timesteps=130"):
-        har.BUILDERS[arch](3, 0.25, timesteps=130)
+        models.get("har", arch).builder(3, 0.25, timesteps=130)
 
 
 def test_convlstm_sees_4_sub_sequences_of_one_row_of_32_steps():
@@ -177,7 +194,7 @@ def test_convlstm_sees_4_sub_sequences_of_one_row_of_32_steps():
     [("har", "sparse_categorical_crossentropy"), ("imdb", "binary_crossentropy")],
 )
 def test_build_compiles_with_adam_the_studys_loss_and_accuracy(dataset, loss):
-    model = build(dataset, ARCHS[dataset][0], 3, 0.25, **TINY_SHAPE[dataset])
+    model = build(dataset, STUDY[dataset][0], 3, 0.25, **TINY_SHAPE[dataset])
     config = model.get_compile_config()
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     assert (config["loss"], config["metrics"]) == (loss, ["accuracy"])
@@ -222,7 +239,7 @@ except ImportError as exc:
     sys.exit(3)
 import numpy as np
 import keras
-from seqsweep.models import ARCHS, build
+from seqsweep.models import build
 assert keras.backend.backend() == "jax", keras.backend.backend()
 rng = np.random.default_rng(0)
 data = {
@@ -231,7 +248,8 @@ data = {
              {"num_words": 50, "maxlen": 40}),
 }
 losses = {}
-for ds, archs in ARCHS.items():
+for ds, archs in {"har": ["lstm", "cnn_lstm", "convlstm", "cnn1d", "stacked_lstm"],
+                  "imdb": ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm"]}.items():
     x, y, shape = data[ds]
     for arch in archs:
         model = build(ds, arch, 3, 0.25, **shape)
@@ -243,13 +261,11 @@ print("LOSSES " + json.dumps(losses))
 @pytest.mark.slow
 def test_every_architecture_trains_under_jax_with_tensorflow_unimportable():
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    proc = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode == 3:
         pytest.skip(proc.stdout.strip())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("LOSSES "))
+    line = next(layer for layer in proc.stdout.splitlines() if layer.startswith("LOSSES "))
     losses = json.loads(line.removeprefix("LOSSES "))
     assert sorted(losses) == sorted(f"{ds}/{arch}" for ds, arch in ALL)
     assert all(math.isfinite(v) for v in losses.values()), losses
@@ -260,9 +276,7 @@ TF_IMPORT = re.compile(r"^\s*(import\s+tensorflow|from\s+tensorflow)\b", re.MULT
 
 def test_no_module_imports_tensorflow():
     assert TF_IMPORT.search("x = 1\n    from tensorflow import keras\n")  # the pattern bites
-    offenders = [
-        str(path.relative_to(SRC)) for path in sorted(SRC.rglob("*.py")) if TF_IMPORT.search(path.read_text())
-    ]
+    offenders = [str(path.relative_to(SRC)) for path in sorted(SRC.rglob("*.py")) if TF_IMPORT.search(path.read_text())]
     assert offenders == []
 
 

@@ -13,17 +13,24 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
-
 from conftest import sha256_of
+from mlflow.tracking import MlflowClient
+from params_file import DEFAULTS, TINY_GRID, write_params
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
+PREPARE = ("repro", "prepare-har", "prepare-imdb")  # the data stages, and what they need
 
 
 def sh(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    """Run a command in a project; its stages run the project's own copy of src/ (as DVC tracks it)."""
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONPATH": str(cwd / "src"),
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -35,30 +42,39 @@ def project(tmp_path, server):
     """A fresh git + DVC clone of the project whose data params point at the local HTTP server."""
     root = tmp_path / "project"
     root.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"]["har"].update(url=server.url("har.zip"), sha256=sha256_of(server.root / "har.zip"))
-    params["data"]["imdb"].update(url=server.url("imdb.npz"), sha256=sha256_of(server.root / "imdb.npz"), maxlen=40)
-    params["model"].update(units=[2], dropout=[0.25])
-    params["train"].update(batch_size=[32], repeats=1, epochs=1)
-    params["archs"].update(har=["lstm"], imdb=["lstm"])
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(
+        root,
+        TINY_GRID
+        | {
+            "data.har.url": server.url("har.zip"),
+            "data.har.sha256": sha256_of(server.root / "har.zip"),
+            "data.imdb.url": server.url("imdb.npz"),
+            "data.imdb.sha256": sha256_of(server.root / "imdb.npz"),
+            "data.imdb.maxlen": 40,
+            "model.units": [2],
+            "train.batch_size": [32],
+            "train.repeats": 1,
+        },
+        base=DEFAULTS,
+    )
     sh(root, "git", "init", "-q")
     sh(root, "git", "config", "user.email", "ci@example.org")
     sh(root, "git", "config", "user.name", "ci")
     sh(root, str(BIN / "dvc"), "init", "-q")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "project")
     return root
 
 
 def test_dvc_repro_prepare_fetches_verifies_and_prepares_both_datasets_and_nothing_else(project, server):
-    out = sh(project, str(BIN / "dvc"), "repro", "prepare").stdout
-    for stage in ("download@har", "download@imdb", "extract@har", "prepare@har", "prepare@imdb"):
+    out = sh(project, str(BIN / "dvc"), *PREPARE).stdout
+    for stage in ("download@har", "download@imdb", "extract-har", "prepare-har", "prepare-imdb"):
         assert f"'{stage}'" in out
-    assert "train@" not in out and not (project / "metrics/train").exists()
+    assert "train-" not in out and not (project / "runs").exists()
     for ds in ("har", "imdb"):
         for name in ("X_train", "y_train", "X_test", "y_test"):
             assert (project / f"data/prepared/{ds}/{name}.npy").is_file()
@@ -66,7 +82,7 @@ def test_dvc_repro_prepare_fetches_verifies_and_prepares_both_datasets_and_nothi
     assert any(path.endswith("har.zip") for path in server.requests)
 
     started = time.perf_counter()
-    again = sh(project, str(BIN / "dvc"), "repro", "prepare").stdout
+    again = sh(project, str(BIN / "dvc"), *PREPARE).stdout
     elapsed = time.perf_counter() - started
     assert "Running stage" not in again
     assert elapsed < 15, f"a no-op repro took {elapsed:.1f} s"
@@ -76,16 +92,14 @@ def test_dvc_repro_prepare_fetches_verifies_and_prepares_both_datasets_and_nothi
 
 def _prepared_hashes(project: Path) -> dict:
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    return {ds: lock[f"prepare@{ds}"]["outs"][0]["md5"] for ds in ("har", "imdb")}
+    return {ds: lock[f"prepare-{ds}"]["outs"][0]["md5"] for ds in ("har", "imdb")}
 
 
 def test_a_mirror_serving_the_same_bytes_leaves_the_prepared_arrays_unchanged(project, server):
-    sh(project, str(BIN / "dvc"), "repro", "prepare")
+    sh(project, str(BIN / "dvc"), *PREPARE)
     before = _prepared_hashes(project)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"]["har"]["url"] = server.url("har.zip", route="flaky/1")  # another URL, same bytes
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = sh(project, str(BIN / "dvc"), "repro", "prepare").stdout
+    write_params(project, {"data.har.url": server.url("har.zip", route="flaky/1")})  # another URL, same bytes
+    out = sh(project, str(BIN / "dvc"), *PREPARE).stdout
     assert "'download@har'" in out
     assert _prepared_hashes(project) == before, "training stages are not invalidated by a mirror"
 
@@ -98,17 +112,17 @@ def _runs(project: Path, experiment: str) -> list:
 
 def test_experiments_and_queued_sweeps_log_into_the_one_store_at_the_repo_root(project):
     dvc = str(BIN / "dvc")
-    sh(project, dvc, "repro", "prepare")
+    sh(project, dvc, *PREPARE)
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "prepared")
 
-    sh(project, dvc, "exp", "run", "-n", "wider", "-S", "model.units=3", "train@har-lstm")
+    sh(project, dvc, "exp", "run", "-n", "wider", "-S", "model.units=3", "train-har@lstm")
     runs = _runs(project, "har")
     repeats = [r for r in runs if r.data.tags.get("seqsweep_kind") == "repeat"]
     assert [r.data.params["units"] for r in repeats] == ["3"], "only units=3 trained"
     assert repeats[0].data.tags["dvc_exp_name"] == "wider"
 
-    sh(project, dvc, "exp", "run", "--queue", "-S", "model.units=4,5", "train@har-lstm")
+    sh(project, dvc, "exp", "run", "--queue", "-S", "model.units=4,5", "train-har@lstm")
     sh(project, dvc, "queue", "start", "-j", "2")
     deadline = time.time() + 420
     while time.time() < deadline:
@@ -121,3 +135,170 @@ def test_experiments_and_queued_sweeps_log_into_the_one_store_at_the_repo_root(p
     assert sorted(r.data.params["units"] for r in repeats) == ["3", "4", "5"]
     assert all(r.info.status == "FINISHED" for r in repeats)
     assert not list((project / ".dvc/tmp").rglob("mlflow.db")), "nothing logged inside a temp workspace"
+
+
+def test_a_training_stage_exists_for_exactly_the_architectures_params_lists(project):
+    stages = sh(project, str(BIN / "dvc"), "stage", "list", "--name-only").stdout.split()
+    assert [s for s in stages if s.startswith("train-")] == ["train-har@lstm", "train-imdb@lstm"]
+    write_params(project, {"archs.har": ["cnn1d", "lstm"]})
+    stages = sh(project, str(BIN / "dvc"), "stage", "list", "--name-only").stdout.split()
+    assert [s for s in stages if s.startswith("train-har")] == ["train-har@cnn1d", "train-har@lstm"]
+
+
+TOY_BUILDER = """
+
+@architecture(epochs=1)
+def toy_dense(units: int, dropout: float, *, timesteps: int = TIMESTEPS, channels: int = CHANNELS,
+              n_classes: int = N_CLASSES) -> keras.Model:
+    \"\"\"Flatten -> Dense(units, relu) -> Dropout -> Dense(softmax): a newcomer's toy.\"\"\"
+    return keras.Sequential(
+        [
+            keras.Input(shape=(timesteps, channels), name="window"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(units, activation="relu", name="dense"),
+            layers.Dropout(dropout, name="dropout"),
+            layers.Dense(n_classes, activation="softmax", name="activity"),
+        ],
+        name="har_toy_dense",
+    )
+"""
+
+
+def test_a_new_architecture_is_one_builder_named_once_in_params_and_dvc_repro_trains_it(project):
+    """As the README tells a newcomer: write the builder in models/har.py under @architecture, list
+    its name in archs.har; `dvc repro` then has a stage for it, trains it and reports it."""
+    with open(project / "src/seqsweep/models/har.py", "a") as fh:
+        fh.write(TOY_BUILDER)
+    write_params(project, {"archs.har": ["toy_dense"], "archs.imdb": ["lstm"]})
+    env_bin = str(BIN / "dvc")
+    sh(project, env_bin, "repro", "report")
+    doc = json.loads((project / "runs/har-toy_dense.json").read_text())
+    (config,) = doc["configs"].values()
+    assert config["n"] == 1 and config["epochs"] == 1
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert set(summary["har"]) == {"toy_dense"} and summary["best"]["har"]["arch"] == "toy_dense"
+
+
+def test_dvc_exp_show_compares_an_experiment_by_its_param_and_test_accuracy(project):
+    """The users' loop: `dvc repro`, then `dvc exp run -S model.units=...`, then `dvc exp show`."""
+    dvc = str(BIN / "dvc")
+    sh(project, dvc, "repro")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline")
+    sh(project, dvc, "exp", "run", "-n", "wide", "-S", "model.units=200")
+
+    shown = sh(project, dvc, "exp", "show", "--only-changed", "--no-pager", "--md").stdout
+    header = shown.splitlines()[0]
+    assert "model.units" in header and "har.lstm.test_accuracy_mean" in header
+    assert "seconds" not in header and "digest" not in header and "run_id" not in header
+    rows = {line.split("|")[1].strip(): line for line in shown.splitlines()[2:] if line.startswith("|")}
+    assert any("workspace" in name for name in rows) and any("wide" in name for name in rows)
+    assert "200" in next(line for name, line in rows.items() if "wide" in name)
+
+    table = json.loads(sh(project, dvc, "exp", "show", "--json").stdout)
+    columns = {m for rev in _all_revs(table) for m in _metric_names(rev)}
+    assert columns and all(not any(w in c for w in ("seconds", "digest", "run_id", "overhead")) for c in columns)
+
+    diff = json.loads(sh(project, dvc, "metrics", "diff", "HEAD", "wide", "--json").stdout)
+    changed = {name for file in diff.values() for name in file}
+    assert any("test_accuracy" in name for name in changed)
+    assert not any("seconds" in name or "timing" in name for name in changed)
+    shown_metrics = sh(project, dvc, "metrics", "show").stdout
+    assert "test_accuracy" in shown_metrics
+
+
+def _all_revs(table: list) -> list:
+    revs = []
+    for entry in table:
+        revs.append(entry)
+        for exp in entry.get("experiments") or []:
+            revs += [run for run in exp.get("revs", [])]
+    return revs
+
+
+def _metric_names(rev: dict) -> list[str]:
+    def leaves(node, prefix=""):
+        if isinstance(node, dict):
+            return [leaf for k, v in node.items() for leaf in leaves(v, f"{prefix}{k}.")]
+        return [prefix.rstrip(".")]
+
+    data = (rev.get("data") or {}).get("metrics") or {}
+    return [name for file in data.values() for name in leaves(file.get("data", {}))]
+
+
+def test_the_default_grid_keeps_dvc_exp_show_under_60_metric_columns():
+    """Metric columns grow with the architectures, never with the grid."""
+    from seqsweep import report
+    from seqsweep.results import DatasetReport, Row
+
+    def leaves(node):
+        return sum(leaves(v) for v in node.values()) if isinstance(node, dict) else 1
+
+    reports = []
+    for ds, archs in DEFAULTS["archs"].items():
+        rows = [
+            Row(
+                ds,
+                arch,
+                f"u{u}-b{b}-d{d}",
+                u,
+                b,
+                d,
+                15,
+                [{"repeat": r, "status": "FINISHED", "test_accuracy": 0.5 + 0.01 * r} for r in range(10)],
+                True,
+            )
+            for arch in archs
+            for u in DEFAULTS["model"]["units"]
+            for b in DEFAULTS["train"]["batch_size"]
+            for d in DEFAULTS["model"]["dropout"]
+        ]
+        reports.append(DatasetReport(ds, rows, 0.05, True, None, archs, rows[0], []))
+    assert len(reports[0].rows) == 5 * 18
+    assert leaves(report.metrics_doc(reports)) <= 60
+
+
+# ---- dvc.yaml is the map -----------------------------------------------------------------------------
+
+
+def _imported_files(module: str) -> set[str]:
+    """The seqsweep source files that `python -m <module>` runs: its imports, followed transitively,
+    including those made inside functions (package __init__ files that only name the package aside)."""
+    import ast
+
+    def file_of(name: str) -> Path | None:
+        path = REPO / "src" / Path(*name.split("."))
+        return next((p for p in (path / "__init__.py", path.with_suffix(".py")) if p.is_file()), None)
+
+    todo, seen = [module], {}
+    while todo:
+        name = todo.pop()
+        path = file_of(name)
+        if path is None or name in seen:
+            continue
+        seen[name] = path
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("seqsweep")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("seqsweep"):
+                todo += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return {str(p.relative_to(REPO)) for p in seen.values()} - {"src/seqsweep/__init__.py"}
+
+
+def test_every_stage_declares_each_source_file_it_runs_as_a_dependency():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        module = body["cmd"].split()[2]
+        deps = set(body["deps"])
+        needed = _imported_files(module)
+        if module == "seqsweep.train":  # the dataset's builders, imported by name (models.dataset_module)
+            needed.add(f"src/seqsweep/models/{name.removeprefix('train-')}.py")
+        assert needed <= deps, f"{name}: runs {sorted(needed - deps)} without declaring them"
+        assert {d for d in deps if d.endswith(".py")} <= needed, f"{name}: declares code it does not run"
+
+
+def test_each_prepare_stage_declares_exactly_the_params_it_reads():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert stages["prepare-har"]["params"] == ["data.har.sha256"]
+    assert stages["prepare-imdb"]["params"] == ["data.imdb.sha256", "data.imdb.num_words", "data.imdb.maxlen"]

@@ -1,4 +1,4 @@
-"""Specification of prepare@har: UCI HAR Inertial Signals -> X (N, 128, 9) float32, y 0..5 int64, meta.json,
+"""Specification of prepare-har: UCI HAR Inertial Signals -> X (N, 128, 9) float32, y 0..5 int64, meta.json,
 validated line by line, written atomically."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import HAR_SIZES
+from params_file import write_params
 
 from seqsweep import prepare_har
 from seqsweep.errors import DataFormatError, MissingInputError
 from seqsweep.params import HAR_SHA256, load_params
-from seqsweep.sample_data import ACTIVITIES, format_fixed16
-
-from conftest import HAR_SIZES, set_param
+from seqsweep.tools.sample_data import ACTIVITIES, format_fixed16
 
 CHANNELS = [f"{s}_{a}" for s in ("total_acc", "body_acc", "body_gyro") for a in "xyz"]
 N_TRAIN, N_TEST = HAR_SIZES["n_train"], HAR_SIZES["n_test"]
@@ -24,7 +24,7 @@ N_TRAIN, N_TEST = HAR_SIZES["n_train"], HAR_SIZES["n_test"]
 
 @pytest.fixture
 def extracted(workspace, sample_archives) -> Path:
-    """The synthetic HAR archive unpacked where extract@har leaves it; returns `UCI HAR Dataset/`."""
+    """The synthetic HAR archive unpacked where extract-har leaves it; returns `UCI HAR Dataset/`."""
     dest = workspace / "data" / "extracted" / "har"
     with zipfile.ZipFile(sample_archives["har-legacy.zip"]) as zf:
         zf.extractall(dest)
@@ -61,9 +61,11 @@ def assert_nothing_written(workspace: Path) -> None:
 
 
 def test_prepare_writes_windows_labels_and_meta(workspace, extracted):
-    prepare_har.main([])
+    prepare_har.main(["data/extracted/har", "data/prepared/har"])
     out = workspace / "data" / "prepared" / "har"
-    arrays = {name: np.load(out / f"{name}.npy", allow_pickle=False) for name in ("X_train", "y_train", "X_test", "y_test")}
+    arrays = {
+        name: np.load(out / f"{name}.npy", allow_pickle=False) for name in ("X_train", "y_train", "X_test", "y_test")
+    }
     assert arrays["X_train"].shape == (N_TRAIN, 128, 9) and arrays["X_train"].dtype == np.float32
     assert arrays["X_test"].shape == (N_TEST, 128, 9) and arrays["X_test"].dtype == np.float32
     assert arrays["y_train"].shape == (N_TRAIN,) and arrays["y_train"].dtype == np.int64
@@ -86,7 +88,7 @@ def test_prepare_writes_windows_labels_and_meta(workspace, extracted):
 
 
 def test_meta_is_official_only_for_the_official_checksum(workspace, extracted):
-    set_param(workspace, "data.har.sha256", HAR_SHA256)
+    write_params(workspace, {"data.har.sha256": HAR_SHA256})
     assert run_prepare()["official"] is True
 
 
@@ -129,7 +131,7 @@ def test_fixed_width_decoder_agrees_with_the_general_parser(extracted):
 
 
 def test_missing_extracted_directory_names_the_stage_to_run(workspace):
-    with pytest.raises(MissingInputError, match=r"dvc repro extract@har"):
+    with pytest.raises(MissingInputError, match=r"dvc repro extract-har"):
         run_prepare()
     assert_nothing_written(workspace)
 
@@ -188,8 +190,11 @@ def test_non_integer_label_names_labels_file_and_line(workspace, extracted):
 def test_signal_file_with_fewer_rows_than_labels_names_both(workspace, extracted):
     path = signal(extracted, "test", "body_gyro_y")
     lines = path.read_bytes().split(b"\n")
-    path.write_bytes(b"\n".join(lines[:N_TEST - 1]) + b"\n")
-    with pytest.raises(DataFormatError, match=rf"body_gyro_y_test\.txt: line {N_TEST}: missing row; has {N_TEST - 1} rows but y_test\.txt has {N_TEST}"):
+    path.write_bytes(b"\n".join(lines[: N_TEST - 1]) + b"\n")
+    with pytest.raises(
+        DataFormatError,
+        match=rf"body_gyro_y_test\.txt: line {N_TEST}: missing row; has {N_TEST - 1} rows but y_test\.txt has {N_TEST}",
+    ):
         run_prepare()
     assert_nothing_written(workspace)
 
@@ -222,7 +227,7 @@ def test_failed_rerun_keeps_the_previous_output_intact(workspace, extracted):
 def test_main_reports_errors_as_one_line_and_exit_status_1(workspace, extracted, capsys):
     edit_line(extracted / "test" / "y_test.txt", 1, lambda line: b"0")
     with pytest.raises(SystemExit) as exc:
-        prepare_har.main([])
+        prepare_har.main(["data/extracted/har", "data/prepared/har"])
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "y_test.txt: line 1" in err

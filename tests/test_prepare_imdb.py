@@ -1,4 +1,4 @@
-"""Specification of prepare@imdb: Keras's imdb.npz -> the arrays keras.datasets.imdb.load_data(num_words)
+"""Specification of prepare-imdb: Keras's imdb.npz -> the arrays keras.datasets.imdb.load_data(num_words)
 + keras.utils.pad_sequences(maxlen) give, loaded without ever running a pickled payload."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IMDB_SIZES, sha256_of
+from params_file import write_params
 
 from seqsweep import prepare_imdb
 from seqsweep.errors import ArchiveError, ChecksumError, DataFormatError, MissingInputError
 from seqsweep.params import load_params
-
-from conftest import IMDB_SIZES, set_param, sha256_of
 
 
 def object_array(reviews) -> np.ndarray:
@@ -46,8 +46,12 @@ def write_npz(path: Path, members: dict[str, bytes]) -> Path:
 
 
 def members_of(x_train, y_train, x_test, y_test) -> dict[str, bytes]:
-    return {"x_train": npy_bytes(object_array(x_train)), "y_train": npy_bytes(np.asarray(y_train)),
-            "x_test": npy_bytes(object_array(x_test)), "y_test": npy_bytes(np.asarray(y_test))}
+    return {
+        "x_train": npy_bytes(object_array(x_train)),
+        "y_train": npy_bytes(np.asarray(y_train)),
+        "x_test": npy_bytes(object_array(x_test)),
+        "y_test": npy_bytes(np.asarray(y_test)),
+    }
 
 
 def edge_case_npz(path: Path) -> Path:
@@ -69,16 +73,21 @@ def keras_reference(path: Path, num_words: int, maxlen: int, monkeypatch):
 
     monkeypatch.setattr(keras_imdb, "get_file", lambda *args, **kwargs: str(path))
     (x_train, y_train), (x_test, y_test) = keras.datasets.imdb.load_data(num_words=num_words)
-    return {"X_train": keras.utils.pad_sequences(x_train, maxlen=maxlen), "y_train": y_train,
-            "X_test": keras.utils.pad_sequences(x_test, maxlen=maxlen), "y_test": y_test}
+    return {
+        "X_train": keras.utils.pad_sequences(x_train, maxlen=maxlen),
+        "y_train": y_train,
+        "X_test": keras.utils.pad_sequences(x_test, maxlen=maxlen),
+        "y_test": y_test,
+    }
 
 
 @pytest.mark.parametrize(
     "fixture, num_words, maxlen",
     [("sample", 5000, 500), ("sample", 100, 20), ("sample", 20000, 3000), ("edge", 20, 8), ("edge", 4, 1)],
 )
-def test_arrays_equal_keras_load_data_then_pad_sequences(sample_archives, tmp_path, monkeypatch,
-                                                         fixture, num_words, maxlen):
+def test_arrays_equal_keras_load_data_then_pad_sequences(
+    sample_archives, tmp_path, monkeypatch, fixture, num_words, maxlen
+):
     path = sample_archives["imdb.npz"] if fixture == "sample" else edge_case_npz(tmp_path / "edge.npz")
     ours = prepare_imdb.prepare_arrays(prepare_imdb.read_npz(path), num_words, maxlen, str(path))
     theirs = keras_reference(path, num_words, maxlen, monkeypatch)
@@ -92,8 +101,8 @@ def test_stage_writes_arrays_and_meta(workspace, sample_archives):
     raw = workspace / "data" / "raw"
     raw.mkdir(parents=True)
     shutil.copy(sample_archives["imdb.npz"], raw / "imdb.npz")
-    set_param(workspace, "data.imdb.maxlen", 64)
-    prepare_imdb.main([])
+    write_params(workspace, {"data.imdb.maxlen": 64})
+    prepare_imdb.main(["data/raw/imdb.npz", "data/prepared/imdb"])
     out = workspace / "data" / "prepared" / "imdb"
     n_train, n_test = IMDB_SIZES["n_train"], IMDB_SIZES["n_test"]
     X_train = np.load(out / "X_train.npy", allow_pickle=False)
@@ -106,7 +115,12 @@ def test_stage_writes_arrays_and_meta(workspace, sample_archives):
     assert meta["source_sha256"] == sha256_of(raw / "imdb.npz") == params["sha256"]
     assert meta["official"] is False
     assert (meta["n_train"], meta["n_test"], meta["num_words"], meta["maxlen"]) == (n_train, n_test, 5000, 64)
-    assert meta["shapes"] == {"X_train": [n_train, 64], "y_train": [n_train], "X_test": [n_test, 64], "y_test": [n_test]}
+    assert meta["shapes"] == {
+        "X_train": [n_train, 64],
+        "y_train": [n_train],
+        "X_test": [n_test, 64],
+        "y_test": [n_test],
+    }
     assert meta["dtypes"] == {"X_train": "int32", "y_train": "int64", "X_test": "int32", "y_test": "int64"}
 
 
@@ -115,7 +129,7 @@ def test_official_flag_follows_the_files_checksum(workspace, sample_archives, mo
     raw.mkdir(parents=True)
     shutil.copy(sample_archives["imdb.npz"], raw / "imdb.npz")
     monkeypatch.setitem(prepare_imdb.OFFICIAL_SHA256, "imdb", frozenset({sha256_of(raw / "imdb.npz")}))
-    prepare_imdb.main([])
+    prepare_imdb.main(["data/raw/imdb.npz", "data/prepared/imdb"])
     assert json.loads((workspace / "data" / "prepared" / "imdb" / "meta.json").read_text())["official"] is True
 
 
@@ -149,7 +163,7 @@ def test_pickle_payload_is_refused_unrun_even_with_a_matching_checksum(workspace
     raw = workspace / "data" / "raw"
     raw.mkdir(parents=True)
     npz = write_npz(raw / "imdb.npz", members)
-    set_param(workspace, "data.imdb.sha256", sha256_of(npz))
+    write_params(workspace, {"data.imdb.sha256": sha256_of(npz)})
 
     with pytest.raises(DataFormatError, match=rf"x_train\.npy: refusing to unpickle global '{kind}'"):
         prepare_imdb.prepare(npz, workspace / "data" / "prepared" / "imdb", sha256_of(npz), 5000, 500)
@@ -162,7 +176,9 @@ def test_numpy_scalar_ids_are_refused_like_keras_does(tmp_path):
     members = members_of([[1]], [0], [[1]], [1])
     members["x_test"] = npy_bytes(reviews)
     npz = write_npz(tmp_path / "scalars.npz", members)
-    with pytest.raises(DataFormatError, match=r"x_test\.npy: refusing to unpickle global 'numpy\.\S*multiarray\.scalar'"):
+    with pytest.raises(
+        DataFormatError, match=r"x_test\.npy: refusing to unpickle global 'numpy\.\S*multiarray\.scalar'"
+    ):
         prepare_imdb.read_npz(npz)
 
 
@@ -221,7 +237,7 @@ def test_checksum_mismatch_names_both_hashes_and_writes_nothing(workspace):
 
 def test_missing_archive_names_the_stage_to_run(workspace, capsys):
     with pytest.raises(SystemExit) as exc:
-        prepare_imdb.main([])
+        prepare_imdb.main(["data/raw/imdb.npz", "data/prepared/imdb"])
     assert exc.value.code == 1
     assert "dvc repro download@imdb" in capsys.readouterr().err
     with pytest.raises(MissingInputError):

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from params_file import DEFAULTS, TINY_GRID, write_params
 
-from seqsweep import report, stats
-from seqsweep.models import ARCHS
+from seqsweep import models, report, stats
+from seqsweep.results import Row
 
 REPO = Path(__file__).resolve().parents[1]
 HAR_CLASSES = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"]
@@ -23,89 +24,126 @@ HAR_CLASSES = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "
 
 # ---- synthetic training outputs --------------------------------------------------------------------
 
+
 def _confusion(seed: int) -> list[list[int]]:
     return np.random.default_rng(seed).integers(0, 5, size=(6, 6)).tolist()
 
 
 def config(units, batch, dropout, epochs, results, *, confusion=True, n_epochs=3):
     """A configuration with repeats given as accuracies (FINISHED) or ("FAILED", reason)."""
-    return dict(units=units, batch_size=batch, dropout=dropout, epochs=epochs, results=results,
-                confusion=confusion, n_epochs=n_epochs)
+    return dict(
+        units=units,
+        batch_size=batch,
+        dropout=dropout,
+        epochs=epochs,
+        results=results,
+        confusion=confusion,
+        n_epochs=n_epochs,
+    )
 
 
 def write_arch(root: Path, dataset: str, arch: str, configs: list[dict], *, synthetic=True, classes=None):
-    """Write metrics/train/<ds>-<arch>.json and .details.json as the training stage does."""
-    metrics, details = {}, {}
+    """Write runs/<ds>-<arch>.json as the training stage does."""
+    docs = {}
     for c in configs:
         key = f"u{c['units']}-b{c['batch_size']}-d{c['dropout']:g}-e{c['epochs']}".replace(".", "p")
-        reps, curves = [], []
+        reps = []
         for r, result in enumerate(c["results"]):
             failed = isinstance(result, tuple)
-            rep = {"repeat": r, "seed": 1000 + r, "status": "FAILED" if failed else "FINISHED",
-                   "test_accuracy": None if failed else result, "mlflow_run_id": f"run{r}", "reused": False}
+            rep = {
+                "repeat": r,
+                "seed": 1000 + r,
+                "status": "FAILED" if failed else "FINISHED",
+                "test_accuracy": None if failed else result,
+                "mlflow_run_id": f"run{r}",
+                "reused": False,
+                "history": {
+                    "loss": [2.0 - 0.1 * e - 0.01 * r for e in range(c["n_epochs"])],
+                    "accuracy": [0.5 + 0.1 * e + 0.01 * r for e in range(c["n_epochs"])],
+                },
+                "confusion": None if failed or not c["confusion"] else _confusion(r),
+            }
             if failed:
                 rep["reason"] = result[1]
             reps.append(rep)
-            history = {"loss": [2.0 - 0.1 * e - 0.01 * r for e in range(c["n_epochs"])],
-                       "accuracy": [0.5 + 0.1 * e + 0.01 * r for e in range(c["n_epochs"])]}
-            curves.append({"repeat": r, "history": history,
-                           "confusion": None if failed or not c["confusion"] else _confusion(r)})
         finished = [x for x in c["results"] if not isinstance(x, tuple)]
         s = stats.summarise(finished)
-        metrics[key] = {"units": c["units"], "batch_size": c["batch_size"], "dropout": c["dropout"],
-                        "epochs": c["epochs"], "n": s.n, "mean": s.mean, "std": s.std, "min": s.min, "max": s.max,
-                        "n_failed": len(c["results"]) - len(finished), "mlflow_parent_run_id": f"parent-{arch}-{key}",
-                        "repeats": reps}
-        details[key] = curves
-    folder = root / "metrics" / "train"
+        docs[key] = {
+            "units": c["units"],
+            "batch_size": c["batch_size"],
+            "dropout": c["dropout"],
+            "epochs": c["epochs"],
+            "n": s.n,
+            "mean": s.mean,
+            "std": s.std,
+            "min": s.min,
+            "max": s.max,
+            "n_failed": len(c["results"]) - len(finished),
+            "mlflow_parent_run_id": f"parent-{arch}-{key}",
+            "repeats": reps,
+        }
+    folder = root / "runs"
     folder.mkdir(parents=True, exist_ok=True)
-    doc = {"dataset": dataset, "arch": arch, "synthetic": synthetic, "data_digest": "d", "code_digest": "c",
-           "runtime": "test", "repeats": 3, "timing": {}, "configs": metrics}
+    doc = {
+        "dataset": dataset,
+        "arch": arch,
+        "synthetic": synthetic,
+        "classes": classes,
+        "data_digest": "d",
+        "code_digest": "c",
+        "runtime": "test",
+        "repeats": 3,
+        "timing": {},
+        "configs": docs,
+    }
     (folder / f"{dataset}-{arch}.json").write_text(json.dumps(doc))
-    (folder / f"{dataset}-{arch}.details.json").write_text(
-        json.dumps({"dataset": dataset, "arch": arch, "classes": classes, "configs": details}))
 
 
-def write_skipped(root: Path, dataset: str, arch: str):
-    folder = root / "metrics" / "train"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{dataset}-{arch}.json").write_text(json.dumps(
-        {"dataset": dataset, "arch": arch, "skipped": f"not listed in archs.{dataset}", "configs": {}}))
-    (folder / f"{dataset}-{arch}.details.json").write_text(
-        json.dumps({"dataset": dataset, "arch": arch, "configs": {}}))
+SCENARIO_ARCHS = {"archs.har": ["lstm", "cnn1d", "cnn_lstm"], "archs.imdb": ["lstm", "lstm_dropout"]}
 
 
 def write_scenario(root: Path, *, synthetic=True):
     """HAR: cnn_lstm best (3 repeats), lstm with a failed repeat, cnn1d with one repeat, a cnn_lstm
-    configuration whose repeats all failed; IMDB: lstm and lstm_dropout. Other architectures skipped."""
+    configuration whose repeats all failed; IMDB: lstm and lstm_dropout (the archs params list)."""
     har = dict(synthetic=synthetic, classes=HAR_CLASSES)
-    write_arch(root, "har", "lstm", [
-        config(100, 64, 0.5, 15, [0.90, 0.91, 0.92]),
-        config(10, 64, 0.5, 15, [0.80, 0.81, ("FAILED", "loss became nan at epoch 3")]),
-    ], **har)
+    write_arch(
+        root,
+        "har",
+        "lstm",
+        [
+            config(100, 64, 0.5, 15, [0.90, 0.91, 0.92]),
+            config(10, 64, 0.5, 15, [0.80, 0.81, ("FAILED", "loss became nan at epoch 3")]),
+        ],
+        **har,
+    )
     write_arch(root, "har", "cnn1d", [config(100, 64, 0.5, 15, [0.85])], **har)
-    write_arch(root, "har", "cnn_lstm", [
-        config(100, 64, 0.5, 25, [0.93, 0.94, 0.95]),
-        config(10, 64, 0.25, 25, [("FAILED", "loss became nan at epoch 1"), ("FAILED", "loss became nan at epoch 2")]),
-    ], **har)
-    for arch in ("convlstm", "stacked_lstm"):
-        write_skipped(root, "har", arch)
+    write_arch(
+        root,
+        "har",
+        "cnn_lstm",
+        [
+            config(100, 64, 0.5, 25, [0.93, 0.94, 0.95]),
+            config(
+                10, 64, 0.25, 25, [("FAILED", "loss became nan at epoch 1"), ("FAILED", "loss became nan at epoch 2")]
+            ),
+        ],
+        **har,
+    )
     write_arch(root, "imdb", "lstm", [config(100, 64, 0.25, 3, [0.85, 0.86], n_epochs=2)], synthetic=synthetic)
     write_arch(root, "imdb", "lstm_dropout", [config(100, 64, 0.25, 3, [0.84, 0.83], n_epochs=2)], synthetic=synthetic)
-    for arch in ("lstm_recurrent_dropout", "cnn_lstm"):
-        write_skipped(root, "imdb", arch)
+    write_params(root, SCENARIO_ARCHS | {"mlflow.tracking_uri": "sqlite:///mlflow.db"}, base=DEFAULTS)
+    copy_plot_definitions(root)
 
 
-def write_params(root: Path, **changes) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["mlflow"]["tracking_uri"] = "sqlite:///mlflow.db"
-    for dotted, value in changes.items():
-        node = params
-        *parents, leaf = dotted.split(".")
-        for k in parents:
-            node = node[k]
-        node[leaf] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def copy_plot_definitions(root: Path) -> None:
+    """dvc.yaml (its `plots`) and the Vega-Lite templates, as every DVC workspace has them."""
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots", dirs_exist_ok=True)
+
+
+def run_report() -> None:
+    """The stage as dvc.yaml runs it, in the current directory."""
+    report.main(["runs", "metrics"])
 
 
 @pytest.fixture(scope="session")
@@ -129,13 +167,12 @@ def _isolate(mp: pytest.MonkeyPatch, root: Path) -> None:
 def reported(tmp_path_factory, empty_mlflow_db):
     """A workspace with the scenario's training outputs, reported twice (a rerun must reuse the runs)."""
     root = tmp_path_factory.mktemp("reported")
-    write_params(root)
     write_scenario(root)
     shutil.copy(empty_mlflow_db, root / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         _isolate(mp, root)
-        report.main([])
-        report.main([])
+        run_report()
+        run_report()
     return root
 
 
@@ -150,11 +187,16 @@ def rows_of(root: Path, dataset: str) -> list[dict]:
 
 # ---- tables ------------------------------------------------------------------------------------------
 
+
 def test_table_ranks_each_dataset_best_first_in_percent_with_three_decimals(reported):
     har = rows_of(reported, "har")
     assert [(r["rank"], r["arch"], r["units"]) for r in har] == [
-        ("1", "cnn_lstm", "100"), ("2", "lstm", "100"), ("3", "cnn1d", "100"), ("4", "lstm", "10"),
-        ("5", "cnn_lstm", "10")]
+        ("1", "cnn_lstm", "100"),
+        ("2", "lstm", "100"),
+        ("3", "cnn1d", "100"),
+        ("4", "lstm", "10"),
+        ("5", "cnn_lstm", "10"),
+    ]
     best = har[0]
     assert best["accuracy"] == "94.000% (+/-1.000)"
     assert [best[k] for k in ("mean_pct", "std_pct", "min_pct", "max_pct")] == ["94.000", "1.000", "93.000", "95.000"]
@@ -187,7 +229,8 @@ def test_significance_against_the_best_uses_welch_and_holm_as_the_header_says(re
     p_small = stats.welch_p([0.80, 0.81], best)
     assert float(har[("lstm", "100")]["p_welch"]) == pytest.approx(p_lstm, rel=1e-5)
     assert [float(har[k]["p_holm"]) for k in (("lstm", "100"), ("lstm", "10"))] == pytest.approx(
-        stats.holm([p_lstm, p_small]), rel=1e-5)
+        stats.holm([p_lstm, p_small]), rel=1e-5
+    )
     assert har[("cnn_lstm", "100")]["vs_best"] == "best"
     md = (reported / "metrics" / "comparison.md").read_text()
     assert "Welch's two-sided t-test" in md and "Holm–Bonferroni correction" in md and "(m = 2)" in md
@@ -200,17 +243,17 @@ def test_synthetic_results_are_labelled_in_the_title_the_csv_and_the_summary(rep
     assert "## HAR — SYNTHETIC" in md
     assert {r["data"] for r in read_csv(reported)} == {"SYNTHETIC"}
     summary = json.loads((reported / "metrics" / "summary.json").read_text())
-    assert summary["synthetic"] is True and summary["har"]["data"] == "SYNTHETIC"
+    assert summary["data"] == "SYNTHETIC"
 
 
 def test_official_results_are_not_labelled_synthetic(tmp_path, monkeypatch):
     write_scenario(tmp_path, synthetic=False)
     monkeypatch.chdir(tmp_path)
-    reports = [report.build_dataset(ds, report.load_training(ds), 0.05, report.load_reference())
-               for ds in ("har", "imdb")]
+    archs = {"har": SCENARIO_ARCHS["archs.har"], "imdb": SCENARIO_ARCHS["archs.imdb"]}
+    reports = [report.build_dataset(ds, Path("runs"), archs[ds], 0.05, report.load_reference()) for ds in archs]
     assert "SYNTHETIC" not in report.markdown(reports)
     assert "SYNTHETIC" not in report.csv_text(reports)
-    assert report.summary_doc(reports, 0.05)["synthetic"] is False
+    assert report.metrics_doc(reports)["data"] == "official"
 
 
 def test_published_figures_sit_beside_rows_of_the_same_setting_and_the_rest_are_listed(reported):
@@ -219,8 +262,8 @@ def test_published_figures_sit_beside_rows_of_the_same_setting_and_the_rest_are_
     assert har[("cnn_lstm", "100")]["published"] == "90.69% (+/-1.05), 10 repeats"
     assert har[("cnn1d", "100")]["published"] == ""
     imdb = {r["arch"]: r for r in rows_of(reported, "imdb")}
-    assert imdb["lstm"]["published"] == "86.79%"          # no Dropout layer: any dropout matches
-    assert imdb["lstm_dropout"]["published"] == ""         # the study used dropout 0.2
+    assert imdb["lstm"]["published"] == "86.79%"  # no Dropout layer: any dropout matches
+    assert imdb["lstm_dropout"]["published"] == ""  # the study used dropout 0.2
     md = (reported / "metrics" / "comparison.md").read_text()
     unmatched = md.split("## IMDB")[1].split("Published figures with no matching row")[1]
     assert "lstm_dropout, units 100, batch 64, dropout 0.2, epochs 3: 85.56%" in unmatched
@@ -232,54 +275,88 @@ def test_reference_figures_name_known_architectures_and_match_only_their_setting
     figures = report.load_reference()
     assert {f["dataset"] for f in figures} == {"har", "imdb"}
     for f in figures:
-        assert f["arch"] is None or f["arch"] in ARCHS[f["dataset"]], f
+        assert f["arch"] is None or f["arch"] in models.registry(f["dataset"]), f
         assert 0 < f["mean"] < 100
-    row = report.Row("har", "lstm", "k", 100, 64, 0.5, 15, [], [], True)
+    row = Row("har", "lstm", "k", 100, 64, 0.5, 15, [], True)
     assert [f["mean"] for f in figures if report.matches(f, row)] == [89.72]
-    assert not any(report.matches(f, report.Row("har", "lstm", "k", 100, 64, 0.5, 25, [], [], True)) for f in figures)
-    stacked = report.Row("har", "stacked_lstm", "k", 128, 32, 0.5, 30, [], [], True)
-    assert not any(report.matches(f, stacked) for f in figures)   # batch and dropout unknown: never matched
+    assert not any(report.matches(f, Row("har", "lstm", "k", 100, 64, 0.5, 25, [], True)) for f in figures)
+    stacked = Row("har", "stacked_lstm", "k", 128, 32, 0.5, 30, [], True)
+    assert not any(report.matches(f, stacked) for f in figures)  # batch and dropout unknown: never matched
 
 
 # ---- summary.json ------------------------------------------------------------------------------------
 
+
 def test_summary_holds_the_best_configuration_per_architecture_and_per_dataset(reported):
     summary = json.loads((reported / "metrics" / "summary.json").read_text())
+    best = summary["best"]["har"]
+    assert best["arch"] == "cnn_lstm" and best["config"] == "u100-b64-d0.5-e25"
+    assert best["test_accuracy_mean"] == pytest.approx(0.94) and best["test_accuracy_std"] == pytest.approx(0.01)
+    assert best["n"] == 3
     har = summary["har"]
-    assert har["best"]["arch"] == "cnn_lstm" and har["best"]["config"] == "u100-b64-d0p5-e25"
-    assert har["best"]["mean"] == pytest.approx(0.94) and har["best"]["std"] == pytest.approx(0.01)
-    assert har["best"]["n"] == 3
-    assert set(har["archs"]) == {"lstm", "cnn1d", "cnn_lstm"}
-    assert har["archs"]["lstm"]["config"] == "u100-b64-d0p5-e15"
-    assert har["archs"]["cnn1d"]["std"] is None and har["archs"]["cnn1d"]["n"] == 1
-    assert summary["imdb"]["best"]["arch"] == "lstm"
-    assert summary["alpha"] == 0.05
+    assert set(har) == {"lstm", "cnn1d", "cnn_lstm"}
+    assert har["lstm"] == {
+        "config": "u100-b64-d0.5-e15",
+        "test_accuracy_mean": pytest.approx(0.91),
+        "test_accuracy_std": pytest.approx(0.01),
+        "n": 3,
+    }
+    assert har["cnn1d"]["test_accuracy_std"] is None and har["cnn1d"]["n"] == 1
+    assert summary["best"]["imdb"]["arch"] == "lstm"
+
+
+def test_summary_holds_only_what_experiments_are_compared_by_whatever_the_grid(reported):
+    """dvc exp show gets one column per leaf: accuracy, its spread, n and the configuration's label,
+    never digests, run ids, timings or per-repeat lists, and nothing per configuration."""
+
+    def leaves(node, prefix=""):
+        if isinstance(node, dict):
+            return [leaf for k, v in node.items() for leaf in leaves(v, f"{prefix}{k}.")]
+        return [prefix.rstrip(".")]
+
+    names = leaves(json.loads((reported / "metrics" / "summary.json").read_text()))
+    assert {n.rsplit(".", 1)[-1] for n in names} <= {
+        "data",
+        "arch",
+        "config",
+        "test_accuracy_mean",
+        "test_accuracy_std",
+        "n",
+    }
+    n_archs = sum(len(v) for v in SCENARIO_ARCHS.values())
+    assert len(names) == 1 + 4 * n_archs + 5 * 2
 
 
 # ---- plot data -----------------------------------------------------------------------------------------
+
 
 def test_plot_data_holds_every_finished_repeat_and_the_mean_per_configuration(reported):
     plots_dir = reported / "metrics" / "plots"
     points = json.loads((plots_dir / "repeats" / "har.json").read_text())
     assert len(points) == 3 + 2 + 1 + 3  # finished repeats only; failed ones have no accuracy
-    assert sorted(p["test_accuracy"] for p in points if p["configuration"] == "cnn_lstm u100 b64 d0.5 e25") == \
-        pytest.approx([93.0, 94.0, 95.0])
+    assert sorted(
+        p["test_accuracy"] for p in points if p["configuration"] == "cnn_lstm u100 b64 d0.5 e25"
+    ) == pytest.approx([93.0, 94.0, 95.0])
     units = json.loads((plots_dir / "units" / "har.json").read_text())
     assert {(u["arch"], u["units"], u["batch_size"], u["dropout"]) for u in units} == {
-        ("lstm", 100, 64, 0.5), ("lstm", 10, 64, 0.5), ("cnn1d", 100, 64, 0.5), ("cnn_lstm", 100, 64, 0.5),
-        ("cnn_lstm", 10, 64, 0.25)}
+        ("lstm", 100, 64, 0.5),
+        ("lstm", 10, 64, 0.5),
+        ("cnn1d", 100, 64, 0.5),
+        ("cnn_lstm", 100, 64, 0.5),
+        ("cnn_lstm", 10, 64, 0.25),
+    }
     assert next(u for u in units if u["units"] == 10 and u["arch"] == "cnn_lstm")["mean"] is None
 
 
 def test_learning_curves_are_the_mean_over_repeats_with_a_one_std_band(reported):
     curves = json.loads((reported / "metrics" / "plots" / "curves" / "har.json").read_text())
-    acc = [c for c in curves if c["arch"] == "cnn_lstm" and c["metric"] == "training accuracy"]
+    acc = [c for c in curves if c["arch"] == "cnn_lstm" and c["metric"] == "training accuracy (%)"]
     assert [c["epoch"] for c in acc] == [1, 2, 3]
-    first = stats.summarise([0.5, 0.51, 0.52])  # epoch 1 of repeats 0..2 (see write_arch)
+    first = stats.summarise([50.0, 51.0, 52.0])  # epoch 1 of repeats 0..2 (see write_arch), in percent
     assert acc[0]["mean"] == pytest.approx(first.mean)
     assert (acc[0]["lower"], acc[0]["upper"]) == pytest.approx((first.mean - first.std, first.mean + first.std))
-    lstm = [c for c in curves if c["arch"] == "lstm" and c["metric"] == "training loss"]
-    assert lstm and lstm[0]["configuration"] == "lstm u100 b64 d0.5 e15"   # each arch's best configuration
+    lstm = [c for c in curves if c["arch"] == "lstm" and c["metric"] == "training loss (cross-entropy)"]
+    assert lstm and lstm[0]["configuration"] == "lstm u100 b64 d0.5 e15"  # each arch's best configuration
     single = [c for c in curves if c["arch"] == "cnn1d"]
     assert single and all(c["lower"] is None and c["upper"] is None for c in single)  # n = 1: no band
 
@@ -296,6 +373,7 @@ def test_confusion_matrix_of_the_best_har_configuration_sums_its_repeats_with_ac
 
 
 # ---- MLflow --------------------------------------------------------------------------------------------
+
 
 def test_each_dataset_gets_one_summary_run_holding_the_table_and_plots(reported):
     from mlflow.tracking import MlflowClient
@@ -315,8 +393,9 @@ def test_each_dataset_gets_one_summary_run_holding_the_table_and_plots(reported)
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"comparison.md", "comparison.csv", "summary.json", "plots"} <= names
         pngs = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-        assert {"plots/repeats.png", "plots/units.png", "plots/learning_curves.png", "plots/confusion.png"} <= pngs
-        local = Path(client.download_artifacts(run.info.run_id, "plots/repeats.png"))
+        figures = {f"plots/{dataset}_{name}.png" for name in ("repeats", "units", "learning_curves")}
+        assert figures | ({"plots/har_confusion.png"} if dataset == "har" else set()) == pngs
+        local = Path(client.download_artifacts(run.info.run_id, f"plots/{dataset}_repeats.png"))
         assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         table = Path(client.download_artifacts(run.info.run_id, "comparison.csv")).read_text()
         assert {row["dataset"] for row in csv.DictReader(table.splitlines())} == {dataset}
@@ -327,38 +406,38 @@ def test_each_dataset_gets_one_summary_run_holding_the_table_and_plots(reported)
 
 # ---- bad input -----------------------------------------------------------------------------------------
 
-def test_missing_training_metrics_name_the_stages_to_run_and_nothing_is_written(tmp_path, monkeypatch, capsys):
-    write_params(tmp_path)
+
+def test_missing_training_results_name_the_stages_to_run_and_nothing_is_written(tmp_path, monkeypatch, capsys):
     write_scenario(tmp_path)
-    (tmp_path / "metrics" / "train" / "har-lstm.json").unlink()
-    (tmp_path / "metrics" / "train" / "imdb-cnn_lstm.details.json").unlink()
+    (tmp_path / "runs" / "har-lstm.json").unlink()
+    (tmp_path / "runs" / "imdb-lstm_dropout.json").unlink()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        report.main([])
+        run_report()
     assert exc.value.code == 1
     err = capsys.readouterr().err
-    assert "metrics/train/har-lstm.json" in err and "dvc repro train@har-lstm" in err
-    assert "dvc repro train@imdb-cnn_lstm" in err
-    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["train"]
+    assert "runs/har-lstm.json" in err and "dvc repro train-har@lstm" in err
+    assert "train-imdb@lstm_dropout" in err
+    assert not (tmp_path / "metrics").exists()
     assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_an_impossible_accuracy_names_the_file_the_configuration_and_the_value(tmp_path, monkeypatch, capsys):
-    write_params(tmp_path)
     write_scenario(tmp_path)
-    path = tmp_path / "metrics" / "train" / "har-cnn1d.json"
+    path = tmp_path / "runs" / "har-cnn1d.json"
     doc = json.loads(path.read_text())
     doc["configs"]["u100-b64-d0p5-e15"]["repeats"][0]["test_accuracy"] = 85.0  # a percentage, not a fraction
     path.write_text(json.dumps(doc))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
-        report.main([])
+        run_report()
     err = capsys.readouterr().err
-    assert "metrics/train/har-cnn1d.json" in err and "u100-b64-d0p5-e15" in err and "test_accuracy = 85.0" in err
+    assert "runs/har-cnn1d.json" in err and "u100-b64-d0p5-e15" in err and "test_accuracy = 85.0" in err
     assert not (tmp_path / "metrics" / "summary.json").exists()
 
 
 # ---- end to end: real training, then `dvc plots show` ------------------------------------------------------
+
 
 def _prepare_tiny(root: Path) -> None:
     rng = np.random.default_rng(0)
@@ -381,27 +460,34 @@ def _prepare_tiny(root: Path) -> None:
 def test_report_over_real_training_renders_every_dvc_plot(tmp_path, empty_mlflow_db, monkeypatch):
     from seqsweep import train
 
-    write_params(tmp_path, **{"model.units": [4], "model.dropout": 0.5, "train.batch_size": [16], "train.repeats": 2,
-                              "train.epochs": 1, "archs.har": ["lstm"], "archs.imdb": ["lstm"]})
+    write_params(
+        tmp_path,
+        TINY_GRID | {"model.units": [4], "model.dropout": 0.5, "mlflow.tracking_uri": "sqlite:///mlflow.db"},
+        base=DEFAULTS,
+    )
     _prepare_tiny(tmp_path)
+    copy_plot_definitions(tmp_path)
     shutil.copy(empty_mlflow_db, tmp_path / "mlflow.db")
     _isolate(monkeypatch, tmp_path)
-    for dataset, archs in ARCHS.items():
-        for arch in archs:
-            train.main([dataset, arch])
-    report.main([])
+    for dataset in ("har", "imdb"):
+        train.main([dataset, "lstm", f"data/prepared/{dataset}", f"runs/{dataset}-lstm.json"])
+    run_report()
     har = rows_of(tmp_path, "har")
     assert [(r["arch"], r["n"]) for r in har] == [("lstm", "2")]
 
     # a scratch git + DVC repo with the project's dvc.yaml and plot templates over these outputs
     dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
     assert dvc_yaml.get("plots"), "dvc.yaml has no top-level `plots:`; the report's plots are undeclared"
-    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
-    shutil.copytree(REPO / ".dvc" / "plots", tmp_path / ".dvc" / "plots")
-    out = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=tmp_path, check=True,
-                         capture_output=True, text=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "--force"], cwd=tmp_path, check=True)
+    copy_plot_definitions(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "--json"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     shown = json.loads(out.stdout)
     assert not shown.get("errors"), shown.get("errors")
     ids = [next(iter(p)) if isinstance(p, dict) else p for p in dvc_yaml["plots"]]
@@ -410,3 +496,42 @@ def test_report_over_real_training_renders_every_dvc_plot(tmp_path, empty_mlflow
         spec = json.dumps(rendered["content"])
         assert "<DVC_METRIC" not in spec, f"{plot_id}: template anchor left unfilled"
         assert rendered["content"]["data"]["values"], f"{plot_id}: no data points"
+
+
+@pytest.mark.slow
+def test_mlflow_pngs_are_the_figures_dvc_plots_show_draws(tmp_path, empty_mlflow_db, monkeypatch):
+    """One set of specifications: each PNG attached to MLflow is DVC's own filled spec for the same
+    plot (`dvc plots show --json`), rendered; only the title adds the SYNTHETIC label."""
+    import vl_convert
+
+    from seqsweep import plots
+
+    write_scenario(tmp_path)
+    shutil.copy(empty_mlflow_db, tmp_path / "mlflow.db")
+    _isolate(monkeypatch, tmp_path)
+    monkeypatch.delenv("DVC_EXP_NAME")
+    run_report()
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "--force"], cwd=tmp_path, check=True)
+    copy_plot_definitions(tmp_path)  # `dvc init --force` starts .dvc/ afresh
+    shown = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "plots", "show", "--json"],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )["data"]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("har").experiment_id
+    (summary,) = client.search_runs([experiment], "tags.seqsweep_kind = 'summary'")
+    for plot_id in ("har_repeats", "har_units", "har_learning_curves", "har_confusion"):
+        spec = shown[plot_id][0]["content"]
+        spec["title"]["text"] = f"{spec['title']['text']} (SYNTHETIC data)"
+        expected = vl_convert.vegalite_to_png(spec, vl_version=plots.VEGA_LITE, scale=plots.PNG_SCALE)
+        logged = Path(client.download_artifacts(summary.info.run_id, f"plots/{plot_id}.png")).read_bytes()
+        assert logged == expected, f"{plot_id}: the MLflow image differs from what dvc plots show draws"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqsweep import sample_data
-from seqsweep.sample_data import SIGNALS
+from seqsweep.tools import sample_data
+from seqsweep.tools.sample_data import SIGNALS
 
 D = "UCI HAR Dataset"
 FIELD = r"(?:  | -)\d\.\d{7}e[+-]\d{3}"  # 16 characters: "  2.8858451e-001" / " -2.0294171e-002"
@@ -38,8 +38,13 @@ def text(zf: zipfile.ZipFile, rel: str) -> str:
 
 def signals(zf: zipfile.ZipFile, split: str) -> np.ndarray:
     """(n, 128, 9) in the tutorials' channel order, parsed from the text files."""
-    return np.stack([np.loadtxt(io.BytesIO(zf.read(f"{D}/{split}/Inertial Signals/{name}_{split}.txt")))
-                     .reshape(-1, 128) for name in SIGNALS], axis=-1)
+    return np.stack(
+        [
+            np.loadtxt(io.BytesIO(zf.read(f"{D}/{split}/Inertial Signals/{name}_{split}.txt"))).reshape(-1, 128)
+            for name in SIGNALS
+        ],
+        axis=-1,
+    )
 
 
 def labels(zf: zipfile.ZipFile, split: str, kind: str = "y") -> np.ndarray:
@@ -65,6 +70,7 @@ def har_medium(tmp_path_factory) -> zipfile.ZipFile:
 
 
 # ------------------------------------------------------------------------------------------ HAR layout
+
 
 def test_current_layout_holds_exactly_the_names_file_and_the_nested_zip(sample_archives):
     with zipfile.ZipFile(sample_archives["har.zip"]) as outer:
@@ -109,13 +115,20 @@ def test_readme_says_plainly_that_the_data_is_synthetic(har):
 
 def test_activity_labels_are_the_six_real_names_and_features_are_561(har):
     assert text(har, "activity_labels.txt").splitlines() == [
-        "1 WALKING", "2 WALKING_UPSTAIRS", "3 WALKING_DOWNSTAIRS", "4 SITTING", "5 STANDING", "6 LAYING"]
+        "1 WALKING",
+        "2 WALKING_UPSTAIRS",
+        "3 WALKING_DOWNSTAIRS",
+        "4 SITTING",
+        "5 STANDING",
+        "6 LAYING",
+    ]
     features = text(har, "features.txt").splitlines()
     assert len(features) == 561
     assert features[0] == "1 tBodyAcc-mean()-X" and features[-1] == "561 angle(Z,gravityMean)"
 
 
 # ------------------------------------------------------------------------------------------ HAR format
+
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_inertial_signals_are_128_fixed_16_character_fields_per_line(har, split):
@@ -142,8 +155,10 @@ def test_feature_rows_have_561_fields_in_the_same_format_within_minus_one_to_one
 def test_fixed16_formatting_round_trips_and_handles_carry_zero_and_tiny_values():
     values = np.array([[0.28858451, -0.020294171, 0.0, 9.999999999, -1e-5, 123456.7, 1.0, -0.1]])
     line = sample_data.format_fixed16(values).decode()
-    assert line == ("  2.8858451e-001 -2.0294171e-002  0.0000000e+000  1.0000000e+001"
-                    " -1.0000000e-005  1.2345670e+005  1.0000000e+000 -1.0000000e-001\n")
+    assert line == (
+        "  2.8858451e-001 -2.0294171e-002  0.0000000e+000  1.0000000e+001"
+        " -1.0000000e-005  1.2345670e+005  1.0000000e+000 -1.0000000e-001\n"
+    )
     rng = np.random.default_rng(7)
     random = rng.normal(0, 1, (50, 40)) * 10.0 ** rng.integers(-6, 4, (50, 40))
     parsed = np.loadtxt(io.BytesIO(sample_data.format_fixed16(random)))
@@ -156,6 +171,7 @@ def test_fixed16_refuses_nan():
 
 
 # ------------------------------------------------------------------------------------------ HAR content
+
 
 def test_labels_cover_1_to_6_and_subjects_split_21_train_9_test_disjoint(har):
     for split, n_subjects in (("train", 21), ("test", 9)):
@@ -195,8 +211,10 @@ def test_class_signals_differ_clearly_walking_moves_and_laying_turns_gravity(har
     assert walking.min() > 5 * static.max()
     gravity_x = x[..., 0].mean(axis=1)
     assert gravity_x[y == 6].max() < 0.5 < gravity_x[y != 6].min()
-    cadence = {k: np.abs(np.fft.rfft(x[y == k, :, 3] - x[y == k, :, 3].mean(1, keepdims=True))).mean(0).argmax()
-               for k in (1, 2, 3)}
+    cadence = {
+        k: np.abs(np.fft.rfft(x[y == k, :, 3] - x[y == k, :, 3].mean(1, keepdims=True))).mean(0).argmax()
+        for k in (1, 2, 3)
+    }
     assert cadence[2] < cadence[1] < cadence[3]  # upstairs slowest, downstairs fastest
 
 
@@ -215,6 +233,7 @@ def test_har_is_learnable_by_nearest_centroid_but_not_perfectly(har_medium):
 
 
 # ------------------------------------------------------------------------------------------ IMDB
+
 
 def test_imdb_npz_has_the_keras_members_object_x_and_int64_labels(sample_archives, imdb):
     with zipfile.ZipFile(sample_archives["imdb.npz"]) as zf:
@@ -259,6 +278,7 @@ def test_imdb_sentiment_words_separate_the_classes(imdb):
 
 
 # ------------------------------------------------------------------------------------------ determinism, atomicity, CLI
+
 
 def test_same_sizes_and_seed_give_identical_bytes_and_another_seed_differs(tmp_path, sample_archives):
     har = sample_data.write_har_archive(tmp_path / "a.zip", **HAR_SIZES)

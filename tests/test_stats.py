@@ -63,9 +63,16 @@ def test_summary_of_one_value_has_undefined_std_never_zero():
 
 
 def test_ranks_are_competition_ranks_with_unfinished_configurations_last():
-    s = {k: stats.summarise(v) for k, v in {
-        "a": [0.75, 0.75], "b": [0.5, 1.0], "c": [1.0, 0.875], "d": [], "e": [0.25],
-    }.items()}
+    s = {
+        k: stats.summarise(v)
+        for k, v in {
+            "a": [0.75, 0.75],
+            "b": [0.5, 1.0],
+            "c": [1.0, 0.875],
+            "d": [],
+            "e": [0.25],
+        }.items()
+    }
     assert stats.ranks(s) == {"c": 1, "a": 2, "b": 2, "e": 4, "d": 5}
     # equal means: more repeats, then smaller std, decide which is "best"
     assert stats.best_of(s) == "c"
@@ -90,7 +97,11 @@ def test_compare_to_best_applies_holm_over_all_tested_configurations():
     assert out["y"].p_holm == pytest.approx(2 * p(7))
     assert out["w"].p_holm == pytest.approx(2 * p(7))
     assert {k: c.verdict for k, c in out.items()} == {
-        "best": stats.BEST, "x": stats.TIE, "y": stats.TIE, "w": stats.TIE, "single": stats.UNTESTABLE,
+        "best": stats.BEST,
+        "x": stats.TIE,
+        "y": stats.TIE,
+        "w": stats.TIE,
+        "single": stats.UNTESTABLE,
     }
 
 

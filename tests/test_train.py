@@ -15,14 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from params_file import TINY_GRID, edited, write_params
+from train_fixtures import write_prepared_har, write_prepared_imdb
 
 from seqsweep import grid, tracking
 from seqsweep.params import validate
-from train_fixtures import write_params, write_prepared_har, write_prepared_imdb
-
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -37,14 +34,19 @@ def ws(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_stage(*args: str) -> None:
+def stage_args(dataset: str, arch: str) -> list[str]:
+    """The stage's arguments as dvc.yaml gives them."""
+    return [dataset, arch, f"data/prepared/{dataset}", f"runs/{dataset}-{arch}.json"]
+
+
+def run_stage(dataset: str, arch: str) -> None:
     from seqsweep.train import main
 
-    main(list(args))
+    main(stage_args(dataset, arch))
 
 
-def metrics(ws: Path, name: str) -> dict:
-    return json.loads((ws / "metrics/train" / f"{name}.json").read_text())
+def results(ws: Path, name: str) -> dict:
+    return json.loads((ws / "runs" / f"{name}.json").read_text())
 
 
 def client(ws: Path) -> MlflowClient:
@@ -67,12 +69,9 @@ def parents(all_runs: list) -> list:
 
 # --- the grid -----------------------------------------------------------------------------------
 
-def base_params(**over):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for dotted, value in over.items():
-        section, key = dotted.split("__")
-        params[section][key] = value
-    return validate(params)
+
+def base_params(changes: dict | None = None) -> dict:
+    return validate(edited(changes or {}))
 
 
 def test_grid_is_the_product_of_units_batch_size_and_dropout_lists():
@@ -85,12 +84,14 @@ def test_grid_is_the_product_of_units_batch_size_and_dropout_lists():
 
 
 def test_grid_accepts_single_values_as_set_by_dvc_exp_run():
-    configs = grid.expand(base_params(model__units=200, train__batch_size=32, train__epochs=2), default_epochs=15)
+    configs = grid.expand(
+        base_params({"model.units": 200, "train.batch_size": 32, "train.epochs": 2}), default_epochs=15
+    )
     assert [(c.units, c.batch_size, c.epochs) for c in configs] == [(200, 32, 2), (200, 32, 2)]
 
 
 def test_each_repeat_gets_a_distinct_seed_that_is_stable_and_depends_on_the_configuration():
-    a, b = grid.expand(base_params(model__units=[10, 100], model__dropout=0.5, train__batch_size=64), 15)
+    a, b = grid.expand(base_params({"model.units": [10, 100], "model.dropout": 0.5, "train.batch_size": 64}), 15)
     seeds = [grid.repeat_seed(42, "har", "lstm", a, r) for r in range(10)]
     assert len(set(seeds)) == 10
     assert seeds == [grid.repeat_seed(42, "har", "lstm", a, r) for r in range(10)]
@@ -99,16 +100,17 @@ def test_each_repeat_gets_a_distinct_seed_that_is_stable_and_depends_on_the_conf
 
 
 def test_config_keys_have_no_dots_so_dvc_metrics_show_keeps_them_whole():
-    (config,) = grid.expand(base_params(model__units=10, model__dropout=0.25, train__batch_size=16), 15)
+    (config,) = grid.expand(base_params({"model.units": 10, "model.dropout": 0.25, "train.batch_size": 16}), 15)
     assert config.key == "u10-b16-d0p25-e15"
 
 
 # --- one stage run: metrics file and MLflow structure ----------------------------------------------
 
+
 def test_train_writes_per_configuration_statistics_and_every_repeats_accuracy_and_seed(ws):
-    write_params(ws, model__units=[2, 3], train__repeats=2)
+    write_params(ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 2})
     run_stage("har", "lstm")
-    doc = metrics(ws, "har-lstm")
+    doc = results(ws, "har-lstm")
     assert doc["synthetic"] is True
     assert set(doc["configs"]) == {"u2-b16-d0p25-e1", "u3-b16-d0p25-e1"}
     for config in doc["configs"].values():
@@ -122,7 +124,7 @@ def test_train_writes_per_configuration_statistics_and_every_repeats_accuracy_an
 
 
 def test_mlflow_holds_a_parent_per_configuration_and_a_child_per_repeat(ws):
-    write_params(ws, model__units=[2, 3], train__repeats=2, train__epochs=2)
+    write_params(ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 2, "train.epochs": 2})
     run_stage("har", "lstm")
     all_runs = runs(ws, "har")
     assert len(parents(all_runs)) == 2 and len(children(all_runs)) == 4
@@ -137,51 +139,65 @@ def test_mlflow_holds_a_parent_per_configuration_and_a_child_per_repeat(ws):
     for child in children(all_runs):
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] in parent_ids
-        assert set(child.data.params) == {"dataset", "arch", "units", "batch_size", "dropout", "epochs", "repeat", "seed"}
+        assert set(child.data.params) == {
+            "dataset",
+            "arch",
+            "units",
+            "batch_size",
+            "dropout",
+            "epochs",
+            "repeat",
+            "seed",
+        }
         assert {"test_accuracy", "test_loss", "train_seconds", "loss", "accuracy"} <= set(child.data.metrics)
         assert [m.step for m in c.get_metric_history(child.info.run_id, "loss")] == [1, 2]
         assert child.data.tags["dvc_exp_name"] == "tiny-exp"
-        assert child.data.tags["data_digest"] == metrics(ws, "har-lstm")["data_digest"]
+        assert child.data.tags["data_digest"] == results(ws, "har-lstm")["data_digest"]
         assert child.data.tags["data_synthetic"] == "true"
 
 
 def test_rerunning_a_repeat_with_its_recorded_seed_reproduces_its_test_accuracy(ws):
-    write_params(ws, train__repeats=1)
+    write_params(ws, TINY_GRID | {"train.repeats": 1})
     run_stage("har", "lstm")
-    (config,) = metrics(ws, "har-lstm")["configs"].values()
+    (config,) = results(ws, "har-lstm")["configs"].values()
     recorded = config["repeats"][0]
 
     from seqsweep import repeat
     from seqsweep.train import load_prepared
 
-    arrays, meta, _ = load_prepared("har")
+    arrays, meta = load_prepared(ws / "data/prepared/har", "har")
     cfg = grid.Config(config["units"], config["batch_size"], config["dropout"], config["epochs"])
-    again = repeat.run_repeat("har", "lstm", cfg, recorded["seed"], arrays, repeat.shape_kwargs("har", meta, arrays["X_train"]))
+    again = repeat.run_repeat(
+        "har", "lstm", cfg, recorded["seed"], arrays, repeat.shape_kwargs("har", meta, arrays["X_train"])
+    )
     assert again.test_accuracy == recorded["test_accuracy"]
 
 
 def test_imdb_trains_and_logs_into_its_own_experiment(ws):
-    write_params(ws, train__repeats=1)
+    write_params(ws, TINY_GRID | {"train.repeats": 1})
     run_stage("imdb", "lstm")
-    assert metrics(ws, "imdb-lstm")["configs"]["u3-b16-d0p25-e1"]["n"] == 1
+    assert results(ws, "imdb-lstm")["configs"]["u3-b16-d0p25-e1"]["n"] == 1
     assert len(children(runs(ws, "imdb"))) == 1 and runs(ws, "har") == []
 
 
-def test_an_architecture_left_out_of_archs_is_skipped_without_training(ws):
-    write_params(ws)
-    run_stage("har", "cnn1d")
-    assert metrics(ws, "har-cnn1d") == {"dataset": "har", "arch": "cnn1d", "skipped": "not listed in archs.har", "configs": {}}
-    assert runs(ws, "har") == []
+def test_an_unknown_architecture_names_archs_and_the_known_ones_before_any_work(ws, capsys):
+    write_params(ws, TINY_GRID | {"archs.har": ["lstm", "transformer"]})
+    with pytest.raises(SystemExit):
+        run_stage("har", "transformer")
+    err = capsys.readouterr().err
+    assert "archs.har" in err and "'transformer'" in err and "cnn1d" in err
+    assert not (ws / "mlflow.db").exists() and not (ws / "runs").exists()
 
 
 # --- reuse: resume and incremental grids ----------------------------------------------------------
 
+
 def test_a_second_run_reuses_every_finished_repeat_instead_of_training_again(ws):
-    write_params(ws)
+    write_params(ws, TINY_GRID)
     run_stage("har", "lstm")
-    first = metrics(ws, "har-lstm")
+    first = results(ws, "har-lstm")
     run_stage("har", "lstm")
-    second = metrics(ws, "har-lstm")
+    second = results(ws, "har-lstm")
     assert len(children(runs(ws, "har"))) == 2
     (c1,), (c2,) = first["configs"].values(), second["configs"].values()
     assert [r["test_accuracy"] for r in c1["repeats"]] == [r["test_accuracy"] for r in c2["repeats"]]
@@ -189,22 +205,22 @@ def test_a_second_run_reuses_every_finished_repeat_instead_of_training_again(ws)
 
 
 def test_growing_the_grid_trains_only_the_new_configurations(ws):
-    write_params(ws, model__units=[2])
+    write_params(ws, TINY_GRID | {"model.units": [2]})
     run_stage("har", "lstm")
-    write_params(ws, model__units=[2, 3])
+    write_params(ws, TINY_GRID | {"model.units": [2, 3]})
     run_stage("har", "lstm")
-    doc = metrics(ws, "har-lstm")
+    doc = results(ws, "har-lstm")
     assert [r["reused"] for r in doc["configs"]["u2-b16-d0p25-e1"]["repeats"]] == [True, True]
     assert [r["reused"] for r in doc["configs"]["u3-b16-d0p25-e1"]["repeats"]] == [False, False]
     assert len(children(runs(ws, "har"))) == 4 and len(parents(runs(ws, "har"))) == 2
 
 
 def test_changing_the_data_trains_again(ws):
-    write_params(ws, train__repeats=1)
+    write_params(ws, TINY_GRID | {"train.repeats": 1})
     run_stage("har", "lstm")
     write_prepared_har(ws, seed=5)
     run_stage("har", "lstm")
-    (config,) = metrics(ws, "har-lstm")["configs"].values()
+    (config,) = results(ws, "har-lstm")["configs"].values()
     assert config["repeats"][0]["reused"] is False
     assert len(children(runs(ws, "har"))) == 2
 
@@ -224,9 +240,13 @@ def _finished_children(db: Path) -> int:
 
 @pytest.mark.slow
 def test_resume_after_a_kill_reuses_finished_repeats_and_never_counts_the_killed_one(ws):
-    write_params(ws, train__repeats=4, train__epochs=3)
-    proc = subprocess.Popen([sys.executable, "-m", "seqsweep.train", "har", "lstm"], cwd=ws,
-                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    write_params(ws, TINY_GRID | {"train.repeats": 4, "train.epochs": 3})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqsweep.train", *stage_args("har", "lstm")],
+        cwd=ws,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while _finished_children(ws / "mlflow.db") < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -234,7 +254,7 @@ def test_resume_after_a_kill_reuses_finished_repeats_and_never_counts_the_killed
     proc.wait()
     finished_before = _finished_children(ws / "mlflow.db")
     assert 0 < finished_before < 4, "the kill should land mid-grid"
-    assert not (ws / "metrics/train/har-lstm.json").exists()
+    assert not (ws / "runs/har-lstm.json").exists()
 
     run_stage("har", "lstm")
     all_children = children(runs(ws, "har"))
@@ -242,22 +262,30 @@ def test_resume_after_a_kill_reuses_finished_repeats_and_never_counts_the_killed
     assert len(finished) == 4
     assert len({r.data.params["repeat"] for r in finished}) == 4, "no repeat finished twice"
     assert all(r.info.status == "KILLED" for r in all_children if r not in finished)
-    (config,) = metrics(ws, "har-lstm")["configs"].values()
+    (config,) = results(ws, "har-lstm")["configs"].values()
     assert sum(r["reused"] for r in config["repeats"]) == finished_before
     assert config["n"] == 4
 
 
 @pytest.mark.slow
 def test_two_processes_logging_into_the_same_store_at_once_lose_nothing(ws, tmp_path):
-    write_params(ws, train__repeats=3)
+    write_params(ws, TINY_GRID | {"train.repeats": 3})
     other = tmp_path / "other"
     other.mkdir()
     write_prepared_har(other)
-    write_params(other, model__units=[2], train__repeats=3)
+    write_params(other, TINY_GRID | {"model.units": [2], "train.repeats": 3})
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    procs = [subprocess.Popen([sys.executable, "-m", "seqsweep.train", "har", "lstm"], cwd=d, env=env,
-                              stderr=subprocess.PIPE, text=True) for d in (ws, other)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "seqsweep.train", *stage_args("har", "lstm")],
+            cwd=d,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for d in (ws, other)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-2000:]
@@ -267,39 +295,39 @@ def test_two_processes_logging_into_the_same_store_at_once_lose_nothing(ws, tmp_
     assert len(repeats) == 6 and all(r.info.status == "FINISHED" for r in repeats)
     logged = {r.info.run_id for r in repeats}
     for d in (ws, other):
-        (config,) = metrics(d, "har-lstm")["configs"].values()
+        (config,) = results(d, "har-lstm")["configs"].values()
         assert {r["mlflow_run_id"] for r in config["repeats"]} <= logged
 
 
 # --- trouble: NaN, invalid params, missing inputs ------------------------------------------------
 
+
 def _nan_on_calls(monkeypatch, failing_calls: set[int]):
-    """Make the HAR lstm builder's model diverge (loss NaN) on the given build calls (0-based)."""
-    import keras
+    """Make the HAR lstm builder's model diverge (loss NaN) on the given build calls (0-based): its
+    output layer's bias starts as NaN, so whatever trains it sees a NaN loss in the first epoch."""
+    import dataclasses
 
-    from seqsweep.models import har
+    from seqsweep import models
 
-    original = har.BUILDERS["lstm"]
+    original = models.get("har", "lstm")
     calls = {"n": 0}
 
     def builder(units, dropout, **shape):
-        model = original(units, dropout, **shape)
-        n = calls["n"]
+        model = original.builder(units, dropout, **shape)
+        if calls["n"] in failing_calls:
+            bias = model.layers[-1].bias
+            bias.assign(np.full(bias.shape, np.nan, dtype="float32"))
         calls["n"] += 1
-        if n in failing_calls:
-            inputs = keras.Input(shape=model.input_shape[1:])
-            outputs = keras.layers.Lambda(lambda t: t * float("nan"))(model(inputs))
-            model = keras.Model(inputs, outputs)
         return model
 
-    monkeypatch.setitem(har.BUILDERS, "lstm", builder)
+    monkeypatch.setitem(models.REGISTRY["har"], "lstm", dataclasses.replace(original, builder=builder))
 
 
 def test_a_repeat_whose_loss_turns_nan_is_marked_failed_and_the_grid_goes_on(ws, monkeypatch):
-    write_params(ws, model__units=[2, 3], train__repeats=2)
+    write_params(ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 2})
     _nan_on_calls(monkeypatch, {0})
     run_stage("har", "lstm")
-    doc = metrics(ws, "har-lstm")
+    doc = results(ws, "har-lstm")
     first, second = doc["configs"]["u2-b16-d0p25-e1"], doc["configs"]["u3-b16-d0p25-e1"]
     assert (first["n"], first["n_failed"]) == (1, 1) and first["std"] is None
     assert first["repeats"][0]["status"] == "FAILED" and "nan" in first["repeats"][0]["reason"].lower()
@@ -309,37 +337,44 @@ def test_a_repeat_whose_loss_turns_nan_is_marked_failed_and_the_grid_goes_on(ws,
 
 
 def test_the_stage_fails_when_a_configuration_has_no_finished_repeat(ws, monkeypatch, capsys):
-    write_params(ws, model__units=[2, 3], train__repeats=2)
+    write_params(ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 2})
     _nan_on_calls(monkeypatch, {0, 1})
     with pytest.raises(SystemExit) as exc:
         run_stage("har", "lstm")
     assert exc.value.code == 1
     assert "u2-b16-d0p25-e1" in capsys.readouterr().err
-    assert metrics(ws, "har-lstm")["configs"]["u3-b16-d0p25-e1"]["n"] == 2, "the grid went on"
+    assert results(ws, "har-lstm")["configs"]["u3-b16-d0p25-e1"]["n"] == 2, "the grid went on"
 
 
 @pytest.mark.parametrize(
     "key, value",
-    [("archs__har", ["lstm", "transformer"]), ("model__units", [10, 0]), ("model__dropout", 1.0),
-     ("model__dropout", -0.1), ("train__batch_size", 0), ("train__repeats", 0), ("train__epochs", "many")],
+    [
+        ("model.units", [10, 0]),
+        ("model.dropout", 1.0),
+        ("model.dropout", -0.1),
+        ("train.batch_size", 0),
+        ("train.repeats", 0),
+        ("train.epochs", "many"),
+    ],
 )
 def test_invalid_params_stop_the_stage_before_training_and_name_the_key(ws, capsys, key, value):
-    write_params(ws, **{key: value})
+    write_params(ws, TINY_GRID | {key: value})
     with pytest.raises(SystemExit):
         run_stage("har", "lstm")
-    assert key.replace("__", ".") in capsys.readouterr().err
-    assert not (ws / "mlflow.db").exists() and not (ws / "metrics").exists()
+    assert key in capsys.readouterr().err
+    assert not (ws / "mlflow.db").exists() and not (ws / "runs").exists()
 
 
 def test_missing_prepared_arrays_name_the_stage_to_run(ws, capsys):
-    write_params(ws)
+    write_params(ws, TINY_GRID)
     (ws / "data/prepared/har/X_train.npy").unlink()
     with pytest.raises(SystemExit):
         run_stage("har", "lstm")
-    assert "dvc repro prepare@har" in capsys.readouterr().err
+    assert "dvc repro prepare-har" in capsys.readouterr().err
 
 
 # --- where runs are logged ------------------------------------------------------------------------
+
 
 def test_tracking_uri_resolves_against_the_repo_root_even_inside_a_dvc_temp_workspace(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -359,7 +394,7 @@ def test_mlflow_tracking_uri_environment_variable_overrides_params(monkeypatch):
 def test_save_model_logs_each_repeats_model_with_mlflows_keras_flavour(ws):
     import mlflow
 
-    write_params(ws, train__repeats=1, train__save_model=True)
+    write_params(ws, TINY_GRID | {"train.repeats": 1, "train.save_model": True})
     run_stage("har", "lstm")
     (child,) = children(runs(ws, "har"))
     mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
@@ -369,6 +404,6 @@ def test_save_model_logs_each_repeats_model_with_mlflows_keras_flavour(ws):
 
 
 def test_models_are_not_saved_by_default(ws):
-    write_params(ws, train__repeats=1)
+    write_params(ws, TINY_GRID | {"train.repeats": 1})
     run_stage("har", "lstm")
     assert not (ws / "mlartifacts").exists() or not any((ws / "mlartifacts").rglob("MLmodel"))

@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
 HAR_CLASSES = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"]
 
 
@@ -35,18 +33,6 @@ def write_prepared_imdb(ws: Path, n_train: int = 64, n_test: int = 32, maxlen: i
         X[:, :5] = np.where(y[:, None] == 1, 4, 5)  # a sentiment-bearing token
         np.save(folder / f"X_{split}.npy", X)
         np.save(folder / f"y_{split}.npy", y)
-    (folder / "meta.json").write_text(json.dumps({"dataset": "imdb", "official": False, "num_words": num_words,
-                                                  "maxlen": maxlen}))
-
-
-def write_params(ws: Path, **overrides) -> dict:
-    """The project's params.yaml with a tiny grid, plus `section.key=value` overrides."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["model"].update(units=[3], dropout=[0.25])
-    params["train"].update(batch_size=[16], repeats=2, epochs=1)
-    params["archs"].update(har=["lstm"], imdb=["lstm"])
-    for dotted, value in overrides.items():
-        section, key = dotted.split("__")
-        params[section][key] = value
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return params
+    (folder / "meta.json").write_text(
+        json.dumps({"dataset": "imdb", "official": False, "num_words": num_words, "maxlen": maxlen})
+    )

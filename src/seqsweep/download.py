@@ -1,7 +1,7 @@
 """Fetch a dataset archive (http, https or file:// URL), verify its SHA-256 while streaming, and only then
 move it into place, so data/raw never holds a truncated, tampered or half-written archive.
 
-Run by DVC as `python -m seqsweep.download <har|imdb>`; reads data.<ds>.url and data.<ds>.sha256.
+Run by DVC as `python -m seqsweep.download <har|imdb> data/raw/<file>`; reads data.<ds>.url and data.<ds>.sha256.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from seqsweep.atomic import atomic_path
 from seqsweep.checksum import sha256_file
 from seqsweep.errors import ChecksumError, DownloadError, exit_on_error
 from seqsweep.params import load_params
-from seqsweep.paths import DATASETS, raw_archive
+from seqsweep.paths import DATASETS
 
 RETRIES = 4  # further attempts after the first one fails with a transient error
 TIMEOUT_S = 60.0  # give up on an attempt after this many seconds without data
@@ -93,8 +93,16 @@ def _attempt(url: str, tmp: Path, timeout: float, desc: str) -> str:
     stream, expected = _open(url, timeout)
     digest = hashlib.sha256()
     received = 0
-    bar = tqdm(total=expected, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-               file=sys.stderr, disable=None, leave=False)
+    bar = tqdm(
+        total=expected,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=None,
+        leave=False,
+    )
     try:
         with stream, open(tmp, "wb") as out:
             while True:
@@ -116,8 +124,15 @@ def _attempt(url: str, tmp: Path, timeout: float, desc: str) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: str | os.PathLike, sha256: str, *, retries: int = RETRIES,
-             timeout: float = TIMEOUT_S, backoff: float | None = None) -> Path:
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    sha256: str,
+    *,
+    retries: int = RETRIES,
+    timeout: float = TIMEOUT_S,
+    backoff: float | None = None,
+) -> Path:
     """Fetch `url` to `dest` if its SHA-256 is `sha256`; retry transient failures with exponential backoff.
 
     Raises DownloadError (gave up, or a non-retryable status) or ChecksumError (wrong bytes); either way
@@ -136,8 +151,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str, *, retries: int = R
                 actual = _attempt(url, tmp, timeout, desc=dest.name)
                 if actual != sha256:
                     raise ChecksumError(
-                        f"{url}: SHA-256 mismatch: expected {sha256} (params), got {actual}; "
-                        f"nothing written to {dest}"
+                        f"{url}: SHA-256 mismatch: expected {sha256} (params), got {actual}; nothing written to {dest}"
                     )
             return dest
         except _Transient as exc:
@@ -151,12 +165,13 @@ def download(url: str, dest: str | os.PathLike, sha256: str, *, retries: int = R
 
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
-    """`python -m seqsweep.download <dataset>`: fetch data.<dataset>.url to data/raw, verified."""
+    """`python -m seqsweep.download <dataset> <archive>`: fetch data.<dataset>.url to <archive>, verified."""
     parser = argparse.ArgumentParser(prog="python -m seqsweep.download", description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=DATASETS)
+    parser.add_argument("archive", type=Path, help="where to write the verified download (e.g. data/raw/har.zip)")
     args = parser.parse_args(argv)
     params = load_params()["data"][args.dataset]
-    dest = download(params["url"], raw_archive(args.dataset), params["sha256"])
+    dest = download(params["url"], args.archive, params["sha256"])
     print(f"{dest}: {dest.stat().st_size} bytes, SHA-256 {params['sha256']} verified", file=sys.stderr)
 
 

@@ -2,7 +2,7 @@
 data/extracted/har, accepting both the current UCI archive (a zip holding `UCI HAR Dataset.zip`) and the
 legacy one (that inner zip itself), and check that the files the prepare stage reads are all there.
 
-Run by DVC as `python -m seqsweep.extract har`.
+Run by DVC as `python -m seqsweep.extract data/raw/har.zip data/extracted/har`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pathlib import Path
 
 from seqsweep.atomic import atomic_dir
 from seqsweep.errors import ArchiveError, MissingInputError, exit_on_error
-from seqsweep.paths import extracted_dir, raw_archive
 
 DATASET_DIR = "UCI HAR Dataset"
 NESTED_ZIP = "UCI HAR Dataset.zip"
@@ -119,8 +118,7 @@ class _Budget:
             )
 
 
-def _extract_members(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], root: Path, where: str,
-                     budget: _Budget) -> int:
+def _extract_members(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], root: Path, where: str, budget: _Budget) -> int:
     """Write `infos` under `root` (in archive order, so a nested zip is read forwards); return files written."""
     files = 0
     base = os.path.realpath(root)
@@ -203,11 +201,12 @@ def extract_har(archive: str | os.PathLike, dest: str | os.PathLike) -> Extracte
 
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
-    """`python -m seqsweep.extract har`: unpack data/raw/har.zip into data/extracted/har."""
+    """`python -m seqsweep.extract <archive> <folder>`: unpack the UCI HAR archive into <folder>."""
     parser = argparse.ArgumentParser(prog="python -m seqsweep.extract", description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=["har"])
+    parser.add_argument("archive", type=Path, help="the verified UCI HAR zip (e.g. data/raw/har.zip)")
+    parser.add_argument("folder", type=Path, help="where to unpack it (e.g. data/extracted/har)")
     args = parser.parse_args(argv)
-    result = extract_har(raw_archive(args.dataset), extracted_dir(args.dataset))
+    result = extract_har(args.archive, args.folder)
     print(f"{result.path}: {result.files} files, {result.bytes} bytes ({result.layout} UCI layout)", file=sys.stderr)
 
 

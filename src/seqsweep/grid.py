@@ -42,5 +42,7 @@ def repeat_seed(base_seed: int, dataset: str, arch: str, config: Config, repeat:
 
     Hashing (rather than base + repeat) keeps repeats of different configurations independent, and
     makes each seed stable when the grid grows or is reordered."""
-    text = f"{base_seed}|{dataset}|{arch}|{config.units}|{config.batch_size}|{config.dropout!r}|{config.epochs}|{repeat}"
+    text = (
+        f"{base_seed}|{dataset}|{arch}|{config.units}|{config.batch_size}|{config.dropout!r}|{config.epochs}|{repeat}"
+    )
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF

@@ -1,4 +1,5 @@
-"""Where each stage reads and writes, relative to the DVC workspace root (the stage's working directory)."""
+"""File names shared by more than one module. Where each stage reads and writes is named in its
+`cmd` in dvc.yaml; these are the conventions inside those folders."""
 
 from __future__ import annotations
 
@@ -6,26 +7,11 @@ from pathlib import Path
 
 DATASETS = ("har", "imdb")
 
-RAW_DIR = Path("data/raw")
-EXTRACTED_DIR = Path("data/extracted")
-PREPARED_DIR = Path("data/prepared")
-METRICS_DIR = Path("metrics")
-TRAIN_METRICS_DIR = METRICS_DIR / "train"
-
-RAW_FILENAMES = {"har": "har.zip", "imdb": "imdb.npz"}
-PREPARED_ARRAYS = ("X_train", "y_train", "X_test", "y_test")
+RAW_FILENAMES = {"har": "har.zip", "imdb": "imdb.npz"}  # what download@<dataset> writes under data/raw/
+PREPARED_ARRAYS = ("X_train", "y_train", "X_test", "y_test")  # <name>.npy in a prepared folder, + meta.json
+PLOT_TEMPLATES_DIR = Path(".dvc/plots")  # the Vega-Lite templates dvc.yaml's plots use
 
 
-def raw_archive(dataset: str) -> Path:
-    """The verified download of `dataset` (output of `download@<dataset>`)."""
-    return RAW_DIR / RAW_FILENAMES[dataset]
-
-
-def extracted_dir(dataset: str) -> Path:
-    """The unpacked archive (output of `extract@<dataset>`; HAR only)."""
-    return EXTRACTED_DIR / dataset
-
-
-def prepared_dir(dataset: str) -> Path:
-    """The cached arrays (output of `prepare@<dataset>`)."""
-    return PREPARED_DIR / dataset
+def run_file(runs_dir: Path, dataset: str, arch: str) -> Path:
+    """The results of one training stage (train-<dataset>@<arch>)."""
+    return Path(runs_dir) / f"{dataset}-{arch}.json"

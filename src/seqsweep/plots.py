@@ -1,24 +1,21 @@
-"""Plot data of the report: the files `dvc plots show` renders (metrics/plots/, declared in dvc.yaml
-with the Vega-Lite templates in .dvc/plots/) and the same plots as PNGs for the MLflow summary runs.
-
-Both are drawn from the same data points, so the repo and MLflow show the same thing."""
+"""Plots of the report, drawn once: the data points `dvc plots show` renders (metrics/plots/, declared
+in dvc.yaml's `plots` with the Vega-Lite templates in .dvc/plots/), and the same templates filled with
+the same points and rendered to PNG (vl-convert, no browser) for the MLflow summary runs. A figure
+is changed in one place, its template, and looks the same in both."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from seqsweep import paths, stats
+from seqsweep import stats
+from seqsweep.errors import MissingInputError
+from seqsweep.results import DatasetReport, Row, data_label
 
-if TYPE_CHECKING:
-    from seqsweep.report import DatasetReport, Row
-
-PLOTS_DIR = paths.METRICS_DIR / "plots"
-CURVE_METRICS = {"accuracy": "training accuracy", "loss": "training loss"}
+# Per-epoch metrics of the learning curves: (name shown, factor): accuracy in %, like every other plot.
+CURVE_METRICS = {"accuracy": ("training accuracy (%)", 100.0), "loss": ("training loss (cross-entropy)", 1.0)}
 DEFAULT_CLASSES = {"imdb": ["negative", "positive"]}  # IMDB labels: 0 negative, 1 positive
 
 
@@ -26,12 +23,8 @@ def _pct(x: float | None) -> float | None:
     return None if x is None else round(100.0 * x, 4)
 
 
-def data_label(synthetic: bool) -> str:
-    """How every result is labelled: SYNTHETIC unless it comes from the official archive."""
-    return "SYNTHETIC" if synthetic else "official"
-
-
 # ---- data points --------------------------------------------------------------------------------
+
 
 def repeat_points(report: DatasetReport) -> list[dict]:
     """One point per finished repeat: the test accuracy (%) of every repeat of every configuration."""
@@ -39,28 +32,45 @@ def repeat_points(report: DatasetReport) -> list[dict]:
     for row in report.rows:
         for rep in row.repeats:
             if rep.get("status") == "FINISHED" and rep.get("test_accuracy") is not None:
-                points.append({
-                    "configuration": row.label, "rank": row.rank, "arch": row.arch, "units": row.units,
-                    "batch_size": row.batch_size, "dropout": row.dropout, "epochs": row.epochs,
-                    "repeat": rep["repeat"], "test_accuracy": _pct(rep["test_accuracy"]),
-                    "data": data_label(row.synthetic),
-                })
+                points.append(
+                    {
+                        "configuration": row.label,
+                        "rank": row.rank,
+                        "arch": row.arch,
+                        "units": row.units,
+                        "batch_size": row.batch_size,
+                        "dropout": row.dropout,
+                        "epochs": row.epochs,
+                        "repeat": rep["repeat"],
+                        "test_accuracy": _pct(rep["test_accuracy"]),
+                        "data": data_label(row.synthetic),
+                    }
+                )
     return points
 
 
 def units_points(report: DatasetReport) -> list[dict]:
     """One point per configuration: mean test accuracy (%) against units, per arch, batch size and dropout."""
-    return [{
-        "arch": row.arch, "units": row.units, "batch_size": row.batch_size, "dropout": row.dropout,
-        "epochs": row.epochs, "mean": _pct(row.summary.mean), "std": _pct(row.summary.std), "n": row.summary.n,
-        "configuration": row.label, "data": data_label(row.synthetic),
-    } for row in sorted(report.rows, key=lambda r: (r.arch, r.batch_size, r.dropout, r.units))]
+    return [
+        {
+            "arch": row.arch,
+            "units": row.units,
+            "batch_size": row.batch_size,
+            "dropout": row.dropout,
+            "epochs": row.epochs,
+            "mean": _pct(row.summary.mean),
+            "std": _pct(row.summary.std),
+            "n": row.summary.n,
+            "configuration": row.label,
+            "data": data_label(row.synthetic),
+        }
+        for row in sorted(report.rows, key=lambda r: (r.arch, r.batch_size, r.dropout, r.units))
+    ]
 
 
 def finished_histories(row: Row) -> list[dict]:
     """The per-epoch histories of the finished repeats of `row` (failed repeats may hold NaN)."""
-    finished = {rep["repeat"] for rep in row.repeats if rep.get("status") == "FINISHED"}
-    return [d.get("history") or {} for d in row.details if d.get("repeat") in finished]
+    return [rep.get("history") or {} for rep in row.finished]
 
 
 def curve_points(report: DatasetReport) -> list[dict]:
@@ -69,24 +79,30 @@ def curve_points(report: DatasetReport) -> list[dict]:
     points = []
     for row in report.best_per_arch().values():
         histories = finished_histories(row)
-        for metric, name in CURVE_METRICS.items():
+        for metric, (name, factor) in CURVE_METRICS.items():
             for epoch, s in enumerate(stats.epoch_band([h.get(metric, []) for h in histories]), start=1):
                 if s.mean is None:
                     continue
-                lower = None if s.std is None else s.mean - s.std
-                upper = None if s.std is None else s.mean + s.std
-                points.append({
-                    "arch": row.arch, "configuration": row.label, "metric": name, "epoch": epoch,
-                    "mean": s.mean, "lower": lower, "upper": upper, "n": s.n, "data": data_label(row.synthetic),
-                })
+                band = (None, None) if s.std is None else (factor * (s.mean - s.std), factor * (s.mean + s.std))
+                points.append(
+                    {
+                        "arch": row.arch,
+                        "configuration": row.label,
+                        "metric": name,
+                        "epoch": epoch,
+                        "mean": factor * s.mean,
+                        "lower": band[0],
+                        "upper": band[1],
+                        "n": s.n,
+                        "data": data_label(row.synthetic),
+                    }
+                )
     return points
 
 
 def confusion_matrix(row: Row) -> np.ndarray | None:
     """The confusion matrix (rows: true class, columns: predicted) summed over the finished repeats."""
-    finished = {rep["repeat"] for rep in row.repeats if rep.get("status") == "FINISHED"}
-    mats = [np.asarray(d["confusion"], dtype=np.int64) for d in row.details
-            if d.get("repeat") in finished and d.get("confusion") is not None]
+    mats = [np.asarray(rep["confusion"], dtype=np.int64) for rep in row.finished if rep.get("confusion") is not None]
     return np.sum(mats, axis=0) if mats else None
 
 
@@ -105,15 +121,25 @@ def confusion_cells(report: DatasetReport) -> list[dict]:
         return []
     names = class_names(report, matrix.shape[0])
     totals = matrix.sum(axis=1)
-    return [{
-        "actual": names[i], "predicted": names[j], "count": int(matrix[i, j]),
-        "share": round(float(matrix[i, j] / totals[i]), 6) if totals[i] else 0.0,
-        "actual_index": i, "predicted_index": j, "configuration": report.best.label,
-        "repeats": report.best.summary.n, "data": data_label(report.synthetic),
-    } for i in range(matrix.shape[0]) for j in range(matrix.shape[1])]
+    return [
+        {
+            "actual": names[i],
+            "predicted": names[j],
+            "count": int(matrix[i, j]),
+            "share": round(float(matrix[i, j] / totals[i]), 6) if totals[i] else 0.0,
+            "actual_index": i,
+            "predicted_index": j,
+            "configuration": report.best.label,
+            "repeats": report.best.summary.n,
+            "data": data_label(report.synthetic),
+        }
+        for i in range(matrix.shape[0])
+        for j in range(matrix.shape[1])
+    ]
 
 
 # ---- DVC plot files -----------------------------------------------------------------------------
+
 
 def _write_json(path: Path, points: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,8 +151,11 @@ def write_dvc_data(folder: Path, reports: list[DatasetReport], confusion_dataset
     written = []
     for report in reports:
         ds = report.dataset
-        for kind, points in (("repeats", repeat_points(report)), ("units", units_points(report)),
-                             ("curves", curve_points(report))):
+        for kind, points in (
+            ("repeats", repeat_points(report)),
+            ("units", units_points(report)),
+            ("curves", curve_points(report)),
+        ):
             path = folder / kind / f"{ds}.json"
             _write_json(path, points)
             written.append(path)
@@ -137,147 +166,70 @@ def write_dvc_data(folder: Path, reports: list[DatasetReport], confusion_dataset
     return written
 
 
-# ---- PNGs for MLflow ------------------------------------------------------------------------------
+# ---- PNGs for MLflow: the same figures, drawn from the same specifications ---------------------
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+# Which function writes the data of each plot: the data file dvc.yaml names is <folder>/<kind>/<dataset>.json.
+POINTS = {"repeats": repeat_points, "units": units_points, "curves": curve_points, "confusion": confusion_cells}
+PNG_SCALE = 2.0  # pixels per CSS pixel: sharp when MLflow's viewer scales the image down
+VEGA_LITE = "5.8"  # the oldest Vega-Lite vl-convert bundles (DVC's page loads 5.2 from its CDN)
 
 
-def _title(report: DatasetReport, what: str) -> str:
-    return f"{report.dataset.upper()}: {what}" + (" (SYNTHETIC data)" if report.synthetic else "")
+def plot_definitions(dvc_yaml: Path = Path("dvc.yaml")) -> dict[str, dict]:
+    """dvc.yaml's top-level `plots` (id -> template, title, x, y {data file: field}, labels): the one
+    definition of every figure, for `dvc plots show` and for the PNGs alike. (DVC does not allow
+    dvc.yaml as a stage dependency: a changed title reaches MLflow at the report's next run.)"""
+    import yaml
+
+    if not dvc_yaml.is_file():
+        raise MissingInputError(
+            f"{dvc_yaml.resolve()} not found: the report draws the plots dvc.yaml defines, so run "
+            "it from the repository root (`dvc repro report`)"
+        )
+    plots = yaml.safe_load(dvc_yaml.read_text()).get("plots") or []
+    return {plot_id: props for item in plots for plot_id, props in item.items()}
 
 
-def _arch_colors(archs: list[str]) -> dict[str, tuple]:
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10")
-    return {arch: cmap(i % 10) for i, arch in enumerate(archs)}
+def filled_spec(template: Path, points: list[dict], props: dict, rev: str) -> dict:
+    """The Vega-Lite spec `dvc plots show` draws for these points: the template filled by DVC's own
+    renderer (dvc_render), each point carrying the rev, filename and field DVC adds."""
+    from dvc_render import VegaRenderer
+
+    filename, field = next(iter(props["y"].items()))
+    points = [{**p, "rev": rev, "filename": filename, "field": field} for p in points]
+    renderer = VegaRenderer(
+        points,
+        template.stem,
+        template=str(template),
+        title=props.get("title", ""),
+        x=props["x"],
+        y=field,
+        x_label=props.get("x_label", props["x"]),
+        y_label=props.get("y_label", field),
+        anchors_y_definitions=[{"filename": filename, "field": field}],
+    )
+    return renderer.get_filled_template()
 
 
-def write_pngs(folder: Path, report: DatasetReport) -> list[Path]:
-    """Draw the report's plots for one dataset as PNGs under `folder`; returns their paths."""
+def write_pngs(
+    folder: Path, report: DatasetReport, definitions: dict[str, dict], templates: Path, rev: str = "workspace"
+) -> list[Path]:
+    """Render every plot of dvc.yaml that shows `report`'s dataset as <folder>/<plot id>.png, from
+    its Vega-Lite template and the same points `dvc plots show` reads (vl-convert: no browser)."""
+    import vl_convert
+
     folder.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
-    out = [_strip_png(folder / "repeats.png", report, plt), _units_png(folder / "units.png", report, plt),
-           _curves_png(folder / "learning_curves.png", report, plt)]
-    matrix = confusion_matrix(report.best) if report.best is not None else None
-    if matrix is not None:
-        out.append(_confusion_png(folder / "confusion.png", report, matrix, plt))
-    return out
-
-
-def _strip_png(path: Path, report: DatasetReport, plt) -> Path:
-    rows = report.rows
-    colors = _arch_colors(report.archs)
-    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.28 * len(rows) + 1.5)))
-    jitter = np.random.default_rng(0)
-    for y, row in enumerate(rows):
-        acc = [100 * a for a in row.accuracies]
-        if acc:
-            ax.scatter(acc, y + jitter.uniform(-0.2, 0.2, len(acc)), s=14, color=colors[row.arch], alpha=0.7)
-            ax.plot([100 * row.summary.mean] * 2, [y - 0.35, y + 0.35], color="black", lw=1.5)
-    ax.set_yticks(range(len(rows)), [f"{r.rank}. {r.label}" + ("" if r.summary.n else " (no finished repeat)")
-                                     for r in rows], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("test accuracy (%) of each repeat; bar: mean")
-    for arch, color in colors.items():
-        ax.scatter([], [], color=color, label=arch)
-    ax.legend(fontsize=7, loc="lower left")
-    ax.set_title(_title(report, "test accuracy of every repeat, best first"), fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _units_png(path: Path, report: DatasetReport, plt) -> Path:
-    archs = report.archs
-    cols = min(3, len(archs))
-    nrows = math.ceil(len(archs) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False, sharey=True)
-    batches = sorted({r.batch_size for r in report.rows})
-    dropouts = sorted({r.dropout for r in report.rows})
-    cmap = plt.get_cmap("tab10")
-    styles = ["-", "--", ":", "-."]
-    for ax, arch in zip(axes.flat, archs):
-        units = sorted({r.units for r in report.rows if r.arch == arch})
-        position = {u: i for i, u in enumerate(units)}  # the grid's values, evenly spaced
-        for bi, batch in enumerate(batches):
-            for di, dropout in enumerate(dropouts):
-                pts = sorted((r.units, 100 * r.summary.mean) for r in report.rows
-                             if r.arch == arch and r.batch_size == batch and r.dropout == dropout
-                             and r.summary.mean is not None)
-                if pts:
-                    xs, ys = zip(*pts)
-                    ax.plot([position[x] for x in xs], ys, marker="o", color=cmap(bi % 10),
-                            linestyle=styles[di % len(styles)], label=f"batch {batch}, dropout {dropout:g}")
-        ax.set_xticks(range(len(units)), [str(u) for u in units])
-        ax.set_xlim(-0.3, len(units) - 0.7)
-        ax.set_title(arch, fontsize=9)
-        ax.set_xlabel("units")
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(archs):]:
-        ax.axis("off")
-    axes[0][0].set_ylabel("mean test accuracy (%)")
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=7)
-    fig.suptitle(_title(report, "mean test accuracy against units, a line per batch size"), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _curves_png(path: Path, report: DatasetReport, plt) -> Path:
-    points = curve_points(report)
-    colors = _arch_colors(report.archs)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, name in zip(axes, CURVE_METRICS.values()):
-        for arch in report.archs:
-            pts = [p for p in points if p["arch"] == arch and p["metric"] == name]
-            if not pts:
-                continue
-            epochs = [p["epoch"] for p in pts]
-            ax.plot(epochs, [p["mean"] for p in pts], marker="o", ms=3, color=colors[arch],
-                    label=f"{pts[0]['configuration']} (n={pts[0]['n']})")
-            band = [p for p in pts if p["lower"] is not None]
-            if band:
-                ax.fill_between([p["epoch"] for p in band], [p["lower"] for p in band], [p["upper"] for p in band],
-                                color=colors[arch], alpha=0.2, linewidth=0)
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(_title(report, "learning curves of each arch's best configuration (mean, band: +/- 1 std)"),
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _confusion_png(path: Path, report: DatasetReport, matrix: np.ndarray, plt) -> Path:
-    names = class_names(report, matrix.shape[0])
-    fig, ax = plt.subplots(figsize=(0.9 * len(names) + 3, 0.8 * len(names) + 2.5))
-    ax.imshow(matrix, cmap="Blues")
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    best = report.best
-    ax.set_title(_title(report, f"confusion matrix of {best.label}\nsummed over its {best.summary.n} finished repeats"),
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    written = []
+    for plot_id, props in definitions.items():
+        data_file = Path(next(iter(props["y"])))
+        if data_file.stem != report.dataset or data_file.parent.name not in POINTS:
+            continue
+        points = POINTS[data_file.parent.name](report)
+        if not points:
+            continue
+        if report.synthetic:
+            props = {**props, "title": f"{props.get('title', plot_id)} (SYNTHETIC data)"}
+        spec = filled_spec(templates / f"{props['template']}.json", points, props, rev)
+        path = folder / f"{plot_id}.png"
+        path.write_bytes(vl_convert.vegalite_to_png(spec, vl_version=VEGA_LITE, scale=PNG_SCALE))
+        written.append(path)
+    return written

@@ -1,7 +1,8 @@
-"""Stage prepare@har: parse UCI HAR's raw Inertial Signals into windows X (N, 128, 9) float32 and labels y.
+"""Stage prepare-har: parse UCI HAR's raw Inertial Signals into windows X (N, 128, 9) float32 and labels y.
 
-Run by DVC as `python -m seqsweep.prepare_har`; reads data/extracted/har (output of extract@har) and
-params data.har, writes data/prepared/har/{X_train,y_train,X_test,y_test}.npy and meta.json atomically.
+Run by DVC as `python -m seqsweep.prepare_har data/extracted/har data/prepared/har`; reads the
+unpacked archive (output of extract-har) and params data.har.sha256, writes
+data/prepared/har/{X_train,y_train,X_test,y_test}.npy and meta.json atomically.
 
 - X: float32, channels in the tutorials' order (CHANNELS): total_acc x,y,z, body_acc x,y,z,
   body_gyro x,y,z. Each value is the float32 of the double nearest the decimal text, i.e. exactly
@@ -29,7 +30,7 @@ import numpy as np
 from seqsweep.atomic import save_arrays_dir
 from seqsweep.errors import DataFormatError, MissingInputError, exit_on_error
 from seqsweep.params import OFFICIAL_SHA256, load_params
-from seqsweep.paths import PREPARED_ARRAYS, extracted_dir, prepared_dir
+from seqsweep.paths import PREPARED_ARRAYS
 
 DATASET = "har"
 ROOT_NAME = "UCI HAR Dataset"
@@ -238,7 +239,7 @@ def prepare(source: str | Path, dest: str | Path, sha256: str) -> dict:
     root = source / ROOT_NAME
     if not root.is_dir():
         what = f"{source} does not contain '{ROOT_NAME}/'" if source.is_dir() else f"{source} is missing"
-        raise MissingInputError(f"{what}; run `dvc repro extract@har` first")
+        raise MissingInputError(f"{what}; run `dvc repro extract-har` first")
     classes = read_classes(root / "activity_labels.txt")
     arrays = {}
     for split in SPLITS:
@@ -260,12 +261,14 @@ def prepare(source: str | Path, dest: str | Path, sha256: str) -> dict:
 
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
-    """`python -m seqsweep.prepare_har`: data/extracted/har -> data/prepared/har."""
+    """`python -m seqsweep.prepare_har <extracted folder> <prepared folder>`."""
     parser = argparse.ArgumentParser(prog="python -m seqsweep.prepare_har", description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
+    parser.add_argument("extracted", type=Path, help="the unpacked archive (e.g. data/extracted/har)")
+    parser.add_argument("prepared", type=Path, help="where to write the arrays (e.g. data/prepared/har)")
+    args = parser.parse_args(argv)
     params = load_params()["data"][DATASET]
-    dest = prepared_dir(DATASET)
-    meta = prepare(extracted_dir(DATASET), dest, params["sha256"])
+    dest = args.prepared
+    meta = prepare(args.extracted, dest, params["sha256"])
     label = "official" if meta["official"] else "SYNTHETIC / unofficial"
     print(f"{dest}: {meta['n_train']} train / {meta['n_test']} test windows ({label} data)", file=sys.stderr)
 

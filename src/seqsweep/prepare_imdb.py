@@ -1,7 +1,8 @@
-"""Stage prepare@imdb: Keras's imdb.npz -> padded word-id matrices, exactly as the tutorials' Keras calls give.
+"""Stage prepare-imdb: Keras's imdb.npz -> padded word-id matrices, exactly as the tutorials' Keras calls give.
 
-Run by DVC as `python -m seqsweep.prepare_imdb`; reads data/raw/imdb.npz (output of download@imdb) and params
-data.imdb, writes data/prepared/imdb/{X_train,y_train,X_test,y_test}.npy and meta.json atomically.
+Run by DVC as `python -m seqsweep.prepare_imdb data/raw/imdb.npz data/prepared/imdb`; reads the verified
+download (output of download@imdb) and params data.imdb.{sha256,num_words,maxlen}, writes
+data/prepared/imdb/{X_train,y_train,X_test,y_test}.npy and meta.json atomically.
 
 Output equals, element for element and in dtype,
     (x_train, y_train), (x_test, y_test) = keras.datasets.imdb.load_data(num_words=num_words)
@@ -35,7 +36,7 @@ from seqsweep.atomic import save_arrays_dir
 from seqsweep.checksum import sha256_file
 from seqsweep.errors import ArchiveError, ChecksumError, DataFormatError, MissingInputError, exit_on_error
 from seqsweep.params import OFFICIAL_SHA256, load_params
-from seqsweep.paths import PREPARED_ARRAYS, prepared_dir, raw_archive
+from seqsweep.paths import PREPARED_ARRAYS
 
 DATASET = "imdb"
 MEMBERS = ("x_train", "y_train", "x_test", "y_test")
@@ -204,7 +205,9 @@ def keras_permutations(n_train: int, n_test: int, seed: int = SEED) -> tuple[np.
 
 def prepare_arrays(arrays: dict[str, np.ndarray], num_words: int, maxlen: int, where: str) -> dict[str, np.ndarray]:
     """X_train, y_train, X_test, y_test from the raw npz arrays, as load_data + pad_sequences give them."""
-    orders = dict(zip(("train", "test"), keras_permutations(len(arrays["x_train"]), len(arrays["x_test"]))))
+    orders = dict(
+        zip(("train", "test"), keras_permutations(len(arrays["x_train"]), len(arrays["x_test"])), strict=True)
+    )
     out = {}
     for split in ("train", "test"):
         ids, lengths = _flatten_reviews(arrays[f"x_{split}"], orders[split], f"{where} member x_{split}.npy")
@@ -238,8 +241,15 @@ def prepare(source: str | Path, dest: str | Path, sha256: str, num_words: int, m
         "dtypes": {name: arrays[name].dtype.name for name in PREPARED_ARRAYS},
         "num_words": num_words,
         "maxlen": maxlen,
-        "encoding": {"seed": SEED, "start_char": START_CHAR, "oov_char": OOV_CHAR, "index_from": INDEX_FROM,
-                     "padding": "pre", "truncating": "pre", "pad_value": 0},
+        "encoding": {
+            "seed": SEED,
+            "start_char": START_CHAR,
+            "oov_char": OOV_CHAR,
+            "index_from": INDEX_FROM,
+            "padding": "pre",
+            "truncating": "pre",
+            "pad_value": 0,
+        },
     }
     save_arrays_dir(dest, {name: arrays[name] for name in PREPARED_ARRAYS}, meta)
     return meta
@@ -247,12 +257,14 @@ def prepare(source: str | Path, dest: str | Path, sha256: str, num_words: int, m
 
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
-    """`python -m seqsweep.prepare_imdb`: data/raw/imdb.npz -> data/prepared/imdb."""
+    """`python -m seqsweep.prepare_imdb <imdb.npz> <prepared folder>`."""
     parser = argparse.ArgumentParser(prog="python -m seqsweep.prepare_imdb", description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
+    parser.add_argument("archive", type=Path, help="the verified imdb.npz (e.g. data/raw/imdb.npz)")
+    parser.add_argument("prepared", type=Path, help="where to write the arrays (e.g. data/prepared/imdb)")
+    args = parser.parse_args(argv)
     params = load_params()["data"][DATASET]
-    dest = prepared_dir(DATASET)
-    meta = prepare(raw_archive(DATASET), dest, params["sha256"], params["num_words"], params["maxlen"])
+    dest = args.prepared
+    meta = prepare(args.archive, dest, params["sha256"], params["num_words"], params["maxlen"])
     label = "official" if meta["official"] else "SYNTHETIC / unofficial"
     print(f"{dest}: {meta['n_train']} train / {meta['n_test']} test reviews ({label} data)", file=sys.stderr)
 

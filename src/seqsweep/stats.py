@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
 
-METHOD = ("Welch's two-sided t-test of each configuration against the best (highest mean) of its dataset, "
-          "Holm–Bonferroni correction over those comparisons")
+METHOD = (
+    "Welch's two-sided t-test of each configuration against the best (highest mean) of its dataset, "
+    "Holm–Bonferroni correction over those comparisons"
+)
 
 BEST = "best"
 TIE = "indistinguishable"
@@ -49,8 +51,9 @@ def summarise(values: Sequence[float]) -> Summary:
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return Summary(0, None, None, None, None)
-    return Summary(int(a.size), float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else None,
-                   float(a.min()), float(a.max()))
+    return Summary(
+        int(a.size), float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else None, float(a.min()), float(a.max())
+    )
 
 
 def epoch_band(series: Sequence[Sequence[float]]) -> list[Summary]:
@@ -137,6 +140,6 @@ def compare_to_best(samples: Mapping[str, Sequence[float]], best: str | None, al
         else:
             tested[key] = welch_p(values, reference)
     keys = list(tested)
-    for key, adjusted in zip(keys, holm([tested[k] for k in keys])):
+    for key, adjusted in zip(keys, holm([tested[k] for k in keys]), strict=True):
         out[key] = Comparison(TIE if adjusted > alpha else WORSE, tested[key], adjusted)
     return out

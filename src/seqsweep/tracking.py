@@ -8,6 +8,7 @@ serialised with a lock file beside the database, so parallel `dvc queue` workers
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -15,14 +16,29 @@ import time
 from pathlib import Path
 
 import filelock
-from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
-KEY_TAG = "seqsweep_key"          # parent: configuration key; child: reuse key of the repeat
-KIND_TAG = "seqsweep_kind"        # "parent", "repeat" or "summary"
-OWNER_TAG = "seqsweep_owner"      # host:pid of the process that runs a child, to detect killed runs
+KEY_TAG = "seqsweep_key"  # parent: configuration key; child: reuse key of the repeat
+KIND_TAG = "seqsweep_kind"  # "parent", "repeat" or "summary"
+OWNER_TAG = "seqsweep_owner"  # host:pid of the process that runs a child, to detect killed runs
 REASON_TAG = "failure_reason"
+NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows for an experiment or run
+
+EXPERIMENT_NOTE = """\
+seqsweep: every architecture of the study on {dataset_upper}, across the hyperparameter grid.
+
+- **Parent runs** (tag `seqsweep_kind = parent`): one per architecture and configuration (units, batch size,
+  dropout, epochs), with `test_accuracy_mean/std/min/max`, `n_finished` and `n_failed` over its repeats.
+- **Child runs** (expand a parent; `seqsweep_kind = repeat`): one per repeat, with its seed, per-epoch `loss`
+  and `accuracy`, and final `test_accuracy` and `test_loss`.
+- **summary** runs (`seqsweep_kind = summary`): the comparison table (`comparison.md`, `.csv`), `summary.json`
+  and the plots, one per `dvc repro` of the report stage.
+
+Each run's inputs are the `{dataset}` train split (context `training`) and test split (`evaluation`);
+data not from the official archive is labelled SYNTHETIC (tag `data_synthetic`).
+"""
 
 
 def repo_root() -> Path:
@@ -115,13 +131,22 @@ class Tracker:
             self.seconds += time.perf_counter() - started
 
     def experiment_id(self, name: str) -> str:
-        """The id of experiment `name`, created with artifacts under <repo>/mlartifacts/<name> if new."""
+        """The id of experiment `name` (a dataset), created with artifacts under <repo>/mlartifacts/<name>
+        if new, and described (the note the UI shows) as holding configurations, repeats and summaries."""
+        note = EXPERIMENT_NOTE.format(dataset=name, dataset_upper=name.upper())
         with self.writing():
             exp = self.client.get_experiment_by_name(name)
-            if exp is not None:
-                return exp.experiment_id
-            location = (self.artifact_root / name).as_uri() if sqlite_path(self.uri) else None
-            return self.client.create_experiment(name, artifact_location=location)
+            if exp is None:
+                location = (self.artifact_root / name).as_uri() if sqlite_path(self.uri) else None
+                return self.client.create_experiment(name, artifact_location=location, tags={NOTE_TAG: note})
+            if exp.tags.get(NOTE_TAG) != note:
+                self.client.set_experiment_tag(exp.experiment_id, NOTE_TAG, note)
+            return exp.experiment_id
+
+    def log_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
+        """Record the data a run used as MLflow dataset inputs (the UI's Dataset column and filter)."""
+        with self.writing():
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def find_runs(self, experiment_id: str, filter_string: str) -> list:
         runs, token = [], None
@@ -134,14 +159,17 @@ class Tracker:
             if not token:
                 return runs
 
-    def start_run(self, experiment_id: str, name: str, key: str, kind: str, params: dict, tags: dict,
-                  parent_id: str | None = None) -> str:
+    def start_run(
+        self, experiment_id: str, name: str, key: str, kind: str, params: dict, tags: dict, parent_id: str | None = None
+    ) -> str:
         """Create a RUNNING run with its params and tags in one write; returns its id."""
         all_tags = {KEY_TAG: key, KIND_TAG: kind, OWNER_TAG: f"{socket.gethostname()}:{os.getpid()}", **tags}
         if parent_id:
             all_tags[PARENT_RUN_ID_TAG] = parent_id
         with self.writing():
-            run = self.client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items() if v is not None})
+            run = self.client.create_run(
+                experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items() if v is not None}
+            )
             self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         return run.info.run_id
 
@@ -192,6 +220,26 @@ class Tracker:
             if reason:
                 self.client.set_tag(run_id, REASON_TAG, reason)
             self.client.set_terminated(run_id, status)
+
+
+def dataset_inputs(name: str, source_url: str, synthetic: bool, *, train: tuple, test: tuple) -> list[DatasetInput]:
+    """The train split (context `training`) and test split (`evaluation`) of dataset `name` as MLflow
+    dataset inputs. `train` and `test` are (X, y, digest); the digest identifies the prepared arrays.
+    The source is the download URL; `synthetic` is both an input tag and part of the profile."""
+    import mlflow.data
+    from mlflow.entities import Dataset
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for context, (X, y, digest) in (("training", train), ("evaluation", test)):
+        entity = mlflow.data.from_numpy(X, targets=y, source=source_url, name=name, digest=digest)._to_mlflow_entity()
+        profile = {**json.loads(entity.profile or "{}"), "synthetic": synthetic, "rows": int(len(X))}
+        entity = Dataset(
+            entity.name, entity.digest, entity.source_type, entity.source, entity.schema, json.dumps(profile)
+        )
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context), InputTag("synthetic", str(synthetic).lower())]
+        inputs.append(DatasetInput(entity, tags))
+    return inputs
 
 
 def epoch_logger(tracker: Tracker, run_id: str):

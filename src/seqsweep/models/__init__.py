@@ -1,35 +1,74 @@
-"""The architecture registry: names per dataset, and their builders (loaded lazily so that stages
-which only validate params do not pay for importing Keras)."""
+"""The architecture registry: every builder in `models/<dataset>.py` marked `@architecture(epochs=N)`
+exists; `archs.<dataset>` in params.yaml says which of them the study trains (and dvc.yaml makes one
+training stage per name listed there).
+
+Adding an architecture: write its builder in models/har.py or models/imdb.py under
+`@architecture(epochs=...)`, then name it in `archs.<dataset>` of params.yaml. Nothing else lists it.
+
+The dataset modules import Keras, so they are imported only when a builder is needed (`registry`),
+never by stages that only validate params."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from seqsweep.errors import ParamsError
+from seqsweep.paths import DATASETS
 
-ARCHS: dict[str, tuple[str, ...]] = {
-    "har": ("lstm", "cnn_lstm", "convlstm", "cnn1d", "stacked_lstm"),
-    "imdb": ("lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm"),
-}
+
+@dataclass(frozen=True)
+class Architecture:
+    """A builder `(units, dropout, **shape) -> uncompiled keras.Model` and the reference study's epochs."""
+
+    name: str
+    builder: Callable
+    epochs: int
+
+
+REGISTRY: dict[str, dict[str, Architecture]] = {}
+
+
+def architecture(*, epochs: int):
+    """Register the decorated builder under its function name, in the registry of its module's dataset."""
+
+    def register(builder: Callable) -> Callable:
+        dataset = builder.__module__.rsplit(".", 1)[-1]
+        REGISTRY.setdefault(dataset, {})[builder.__name__] = Architecture(builder.__name__, builder, epochs)
+        return builder
+
+    return register
 
 
 def dataset_module(dataset: str):
-    """The module `seqsweep.models.<dataset>` holding BUILDERS, EPOCHS and COMPILE for that dataset
-    (importing it imports Keras)."""
+    """`seqsweep.models.<dataset>`: its builders and its COMPILE settings (importing it imports Keras)."""
+    if dataset not in DATASETS:
+        raise ParamsError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
     return importlib.import_module(f"seqsweep.models.{dataset}")
+
+
+def registry(dataset: str) -> dict[str, Architecture]:
+    """Every architecture of `dataset`, in the order its module defines them."""
+    dataset_module(dataset)
+    return dict(REGISTRY.get(dataset, {}))
+
+
+def get(dataset: str, arch: str) -> Architecture:
+    """The architecture `arch` of `dataset`; an unknown name is an error naming params key archs.<dataset>."""
+    known = registry(dataset)
+    if arch not in known:
+        raise ParamsError(
+            f"archs.{dataset}: unknown architecture {arch!r}; expected one of {list(known)} "
+            f"(a builder marked @architecture in src/seqsweep/models/{dataset}.py)"
+        )
+    return known[arch]
 
 
 def build(dataset: str, arch: str, units: int, dropout: float, **shape):
     """A compiled keras.Model: `arch` of `dataset` with this width and dropout rate; `shape` holds the
     dataset's shape keywords (HAR: timesteps, channels, n_classes; IMDB: num_words, maxlen)."""
-    module = dataset_module(dataset)
-    if arch not in module.BUILDERS:
-        raise ParamsError(f"archs.{dataset}: unknown architecture {arch!r}; expected one of {sorted(module.BUILDERS)}")
-    model = module.BUILDERS[arch](units, dropout, **shape)
-    model.compile(**{**module.COMPILE, "metrics": list(module.COMPILE["metrics"])})
+    compile_settings = dataset_module(dataset).COMPILE
+    model = get(dataset, arch).builder(units, dropout, **shape)
+    model.compile(**{**compile_settings, "metrics": list(compile_settings["metrics"])})
     return model
-
-
-def default_epochs(dataset: str, arch: str) -> int:
-    """The reference study's number of epochs for `arch` of `dataset`."""
-    return dataset_module(dataset).EPOCHS[arch]

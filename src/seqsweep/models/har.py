@@ -1,6 +1,7 @@
 """UCI HAR classifiers: the reference study's five architectures over (128, 9) inertial windows.
 
-Every builder returns an uncompiled `keras.Sequential` whose layer list reads like the tutorial's
+Every builder is registered by `@architecture(epochs=N)`, N being the reference study's epochs
+(batch 64 in the tutorials), and returns an uncompiled `keras.Sequential` whose layer list reads like the tutorial's
 figure; `seqsweep.models.build()` compiles one with COMPILE. Only the backend-neutral `keras` API
 is used, so the same code trains under TensorFlow or JAX (KERAS_BACKEND=jax).
 
@@ -14,14 +15,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from seqsweep.models import architecture
 
 TIMESTEPS = 128  # 2.56 s at 50 Hz
 CHANNELS = 9  # total_acc, body_acc, body_gyro; x, y, z each
 N_CLASSES = 6
 N_STEPS = 4  # sub-sequences per window for cnn_lstm and convlstm (4 x 32 steps)
 
-# The reference study's epochs per architecture (batch 64 in the tutorials).
-EPOCHS = {"lstm": 15, "cnn_lstm": 25, "convlstm": 25, "cnn1d": 15, "stacked_lstm": 15}
 
 # Labels are integers 0..5, so the loss is sparse categorical cross-entropy: mathematically the
 # tutorials' categorical cross-entropy on one-hot labels, without materialising the one-hot matrix.
@@ -38,6 +38,7 @@ def _sub_sequence_length(timesteps: int, arch: str) -> int:
     return timesteps // N_STEPS
 
 
+@architecture(epochs=15)
 def lstm(
     units: int,
     dropout: float,
@@ -59,6 +60,7 @@ def lstm(
     )
 
 
+@architecture(epochs=25)
 def cnn_lstm(
     units: int,
     dropout: float,
@@ -90,6 +92,7 @@ def cnn_lstm(
     )
 
 
+@architecture(epochs=25)
 def convlstm(
     units: int,
     dropout: float,
@@ -116,6 +119,7 @@ def convlstm(
     )
 
 
+@architecture(epochs=15)
 def cnn1d(
     units: int,
     dropout: float,
@@ -142,6 +146,7 @@ def cnn1d(
     )
 
 
+@architecture(epochs=15)
 def stacked_lstm(
     units: int,
     dropout: float,
@@ -165,13 +170,3 @@ def stacked_lstm(
         ],
         name="har_stacked_lstm",
     )
-
-
-BUILDERS = {
-    "lstm": lstm,
-    "cnn_lstm": cnn_lstm,
-    "convlstm": convlstm,
-    "cnn1d": cnn1d,
-    "stacked_lstm": stacked_lstm,
-}
-

@@ -1,6 +1,7 @@
 """IMDB sentiment classifiers: the reference study's four LSTM variants over padded word-id sequences.
 
-Every builder returns an uncompiled `keras.Sequential` whose layer list reads like the tutorial's
+Every builder is registered by `@architecture(epochs=N)`, N being the reference study's epochs
+(batch 64 in the tutorials), and returns an uncompiled `keras.Sequential` whose layer list reads like the tutorial's
 figure: Embedding(num_words, 32) first, one sigmoid unit last. `seqsweep.models.build()` compiles
 one with COMPILE (Adam, binary cross-entropy), as the tutorials do. Only the backend-neutral `keras`
 API is used, so the same code trains under TensorFlow or JAX (KERAS_BACKEND=jax).
@@ -11,13 +12,12 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from seqsweep.models import architecture
 
 NUM_WORDS = 5000  # vocabulary size (ids >= num_words were mapped to the OOV id when preparing)
 MAXLEN = 500  # ids per review after padding / truncation
 EMBEDDING_DIM = 32
 
-# The reference study's epochs per architecture (batch 64 in the tutorials).
-EPOCHS = {"lstm": 3, "lstm_dropout": 3, "lstm_recurrent_dropout": 3, "cnn_lstm": 3}
 
 COMPILE = {"optimizer": "adam", "loss": "binary_crossentropy", "metrics": ["accuracy"]}
 
@@ -30,6 +30,7 @@ def _review(maxlen: int, num_words: int) -> list:
     ]
 
 
+@architecture(epochs=3)
 def lstm(units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: int = MAXLEN) -> keras.Model:
     """Embedding -> LSTM(units) -> Dense(1, sigmoid). `units`: the LSTM's width.
 
@@ -44,9 +45,8 @@ def lstm(units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: int 
     )
 
 
-def lstm_dropout(
-    units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: int = MAXLEN
-) -> keras.Model:
+@architecture(epochs=3)
+def lstm_dropout(units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: int = MAXLEN) -> keras.Model:
     """Embedding -> Dropout -> LSTM(units) -> Dropout -> Dense(1, sigmoid).
 
     `units`: the LSTM's width. `dropout`: the rate of both Dropout layers."""
@@ -62,6 +62,7 @@ def lstm_dropout(
     )
 
 
+@architecture(epochs=3)
 def lstm_recurrent_dropout(
     units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: int = MAXLEN
 ) -> keras.Model:
@@ -78,6 +79,7 @@ def lstm_recurrent_dropout(
     )
 
 
+@architecture(epochs=3)
 def cnn_lstm(units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: int = MAXLEN) -> keras.Model:
     """Embedding -> Conv1D(32, 3, same, relu) -> MaxPooling1D(2) -> LSTM(units) -> Dense(1, sigmoid).
 
@@ -93,12 +95,3 @@ def cnn_lstm(units: int, dropout: float, *, num_words: int = NUM_WORDS, maxlen: 
         ],
         name="imdb_cnn_lstm",
     )
-
-
-BUILDERS = {
-    "lstm": lstm,
-    "lstm_dropout": lstm_dropout,
-    "lstm_recurrent_dropout": lstm_recurrent_dropout,
-    "cnn_lstm": cnn_lstm,
-}
-

@@ -2,9 +2,9 @@
 sample archives served from 127.0.0.1, with a reduced grid, in a separate DVC project at `demo/`, so
 the user's own workspace, data/ and mlflow.db are never touched.
 
-    python -m seqsweep.demo            # build or refresh demo/, serve the archives, `dvc repro`, print results
-    python -m seqsweep.demo --fresh    # delete demo/ first and start over
-    python -m seqsweep.demo --file-urls  # read the archives from file:// URLs instead of the local server
+    python -m seqsweep.tools.demo            # build or refresh demo/, serve the archives, `dvc repro`, print results
+    python -m seqsweep.tools.demo --fresh    # delete demo/ first and start over
+    python -m seqsweep.tools.demo --file-urls  # read the archives from file:// URLs instead of the local server
 
 The demo project is a copy of dvc.yaml, src/ and params.yaml (with data.*.url pointing at the local
 server, data.*.sha256 set to the sample archives' digests and the grid reduced, see DEMO_GRID) in its
@@ -12,7 +12,7 @@ own git + DVC repository; the stages run the copied src/ (PYTHONPATH), so DVC's 
 the code that runs. A rerun refreshes the copies and lets DVC rerun only what changed. MLflow logs to
 demo/mlflow.db, artifacts to demo/mlartifacts/.
 
-Measured end to end (`/usr/bin/time python -m seqsweep.demo --fresh`: sample archives, download over
+Measured end to end (`/usr/bin/time python -m seqsweep.tools.demo --fresh`: sample archives, download over
 HTTP, extract, prepare, 9 training stages of 6 fits each, report, `dvc plots show`) on the 2-core
 development machine while other jobs shared it (the demo got 1.0-1.2 cores): 408 s and 371 s, and
 410 s with --file-urls; a rerun retraining everything but extract 365 s; a rerun with nothing changed
@@ -38,16 +38,17 @@ from pathlib import Path
 
 import yaml
 
-from seqsweep import atomic, paths, sample_data
+from seqsweep import atomic, paths
 from seqsweep.checksum import sha256_file
 from seqsweep.errors import SeqsweepError, exit_on_error
 from seqsweep.params import validate
+from seqsweep.tools import sample_data
 
 LABEL = "[SYNTHETIC demo]"
 DEMO_DIRNAME = "demo"
-SERVED_DIRNAME = "served"       # the sample archives, inside demo/ (git-ignored there)
-MANIFEST = "manifest.json"      # what was generated, so a rerun does not regenerate identical archives
-MARKER = ".seqsweep-demo"       # marks a folder as a demo project: only such a folder is ever deleted
+SERVED_DIRNAME = "served"  # the sample archives, inside demo/ (git-ignored there)
+MANIFEST = "manifest.json"  # what was generated, so a rerun does not regenerate identical archives
+MARKER = ".seqsweep-demo"  # marks a folder as a demo project: only such a folder is ever deleted
 SAMPLE_SEED = 0
 # Sample sizes (train, test): HAR windows, IMDB reviews. Small enough for the 10-minute budget,
 # large enough that architectures and settings separate.
@@ -86,22 +87,30 @@ def say(message: str = "") -> None:
 
 # ---- the source checkout and the demo project ------------------------------------------------------------
 
+
 def source_root() -> Path:
     """The checkout this package runs from (`pip install -e .`): it holds dvc.yaml, params.yaml and src/."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     missing = [name for name in ("dvc.yaml", "params.yaml", "src/seqsweep") if not (root / name).exists()]
     if missing:
-        raise DemoError(f"{root}: not a seqsweep source checkout (no {', '.join(missing)}); the demo copies the "
-                        f"pipeline from the checkout, so install it with `pip install -e .` from a clone")
+        raise DemoError(
+            f"{root}: not a seqsweep source checkout (no {', '.join(missing)}); the demo copies the "
+            f"pipeline from the checkout, so install it with `pip install -e .` from a clone"
+        )
     return root
 
 
 def run(cmd: list[str], cwd: Path, *, what: str, env: dict | None = None, capture: bool = False) -> str:
     """Run `cmd` in `cwd` (output streamed unless `capture`); a failure raises DemoError naming `what`."""
     try:
-        done = subprocess.run(cmd, cwd=cwd, env=env, text=True,
-                              stdout=subprocess.PIPE if capture else None,
-                              stderr=subprocess.STDOUT if capture else None)
+        done = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.STDOUT if capture else None,
+        )
     except OSError as exc:
         raise DemoError(f"{what}: cannot run {cmd[0]!r}: {exc.strerror or exc}") from None
     if done.returncode != 0:
@@ -157,12 +166,14 @@ def prepare_workspace(source: Path, demo: Path, *, fresh: bool = False) -> bool:
     if demo == source.resolve() or source.resolve().is_relative_to(demo):
         raise DemoError(f"refusing to use {demo} as the demo folder: it holds the checkout {source}")
     if demo.exists() and any(demo.iterdir()) and not (demo / MARKER).is_file():
-        raise DemoError(f"{demo} exists and is not a seqsweep demo project (no {MARKER} file); "
-                        f"refusing to {'delete' if fresh else 'write into'} it: choose another --dir")
+        raise DemoError(
+            f"{demo} exists and is not a seqsweep demo project (no {MARKER} file); "
+            f"refusing to {'delete' if fresh else 'write into'} it: choose another --dir"
+        )
     if fresh and demo.exists():
         shutil.rmtree(demo)
     demo.mkdir(parents=True, exist_ok=True)
-    (demo / MARKER).write_text("A seqsweep demo project, made by `python -m seqsweep.demo`; SYNTHETIC data.\n")
+    (demo / MARKER).write_text("A seqsweep demo project, made by `python -m seqsweep.tools.demo`; SYNTHETIC data.\n")
     if not (demo / ".git").exists():
         _git(demo, "init", "-q")
     for key, value in GIT_IDENTITY.items():
@@ -188,6 +199,7 @@ def _dvc_ignored_lines(path: Path) -> str:
 
 # ---- the sample archives and the server ------------------------------------------------------------------
 
+
 def write_archives(folder: Path, sizes: dict = SAMPLE_SIZES, seed: int = SAMPLE_SEED) -> dict[str, dict]:
     """Write the SYNTHETIC sample archives into `folder`; returns {dataset: {"path", "sha256"}}.
 
@@ -203,7 +215,8 @@ def write_archives(folder: Path, sizes: dict = SAMPLE_SIZES, seed: int = SAMPLE_
         manifest = {}
     files = {ds: folder / paths.RAW_FILENAMES[ds] for ds in paths.DATASETS}
     if all(manifest.get(k) == v for k, v in wanted.items()) and all(
-            p.is_file() and sha256_file(p) == manifest.get("sha256", {}).get(ds) for ds, p in files.items()):
+        p.is_file() and sha256_file(p) == manifest.get("sha256", {}).get(ds) for ds, p in files.items()
+    ):
         return {ds: {"path": p, "sha256": manifest["sha256"][ds]} for ds, p in files.items()}
     sample_data.write_har_archive(files["har"], *sizes["har"], layout="current", seed=seed)
     sample_data.write_imdb_npz(files["imdb"], *sizes["imdb"], seed=seed)
@@ -234,8 +247,9 @@ class ArchiveServer:
             self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._server.requests = []  # paths requested, in order
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="seqsweep-demo-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="seqsweep-demo-server", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -254,7 +268,7 @@ class ArchiveServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "ArchiveServer":
+    def __enter__(self) -> ArchiveServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -273,6 +287,7 @@ def previous_port(demo: Path) -> int:
 
 # ---- params ----------------------------------------------------------------------------------------------
 
+
 def _merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
@@ -281,13 +296,10 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def demo_params(base: dict, archives: dict[str, dict], urls: dict[str, str]) -> dict:
-    """The checkout's params with the served archives' URLs and digests, every architecture and the
-    reduced grid (DEMO_GRID); validated like any params.yaml."""
+    """The checkout's params (its architectures too) with the served archives' URLs and digests and
+    the reduced grid (DEMO_GRID); validated like any params.yaml."""
     data = {ds: {"url": urls[ds], "sha256": archives[ds]["sha256"]} for ds in paths.DATASETS}
-    from seqsweep.models import ARCHS
-
-    params = _merge(base, {"data": data, "archs": {ds: list(a) for ds, a in ARCHS.items()}})
-    params = _merge(params, DEMO_GRID)
+    params = _merge(_merge(base, {"data": data}), DEMO_GRID)
     validate(params, Path("demo params"))
     return params
 
@@ -299,13 +311,16 @@ def write_demo_params(source: Path, demo: Path, archives: dict[str, dict], urls:
     except (OSError, yaml.YAMLError) as exc:
         raise DemoError(f"{source / 'params.yaml'}: cannot read it: {exc}") from None
     params = demo_params(base, archives, urls)
-    header = ("# seqsweep DEMO params: SYNTHETIC sample archives served locally, reduced grid.\n"
-              "# Written by `python -m seqsweep.demo`; edit the checkout's params.yaml, not this file.\n")
+    header = (
+        "# seqsweep DEMO params: SYNTHETIC sample archives served locally, reduced grid.\n"
+        "# Written by `python -m seqsweep.tools.demo`; edit the checkout's params.yaml, not this file.\n"
+    )
     atomic.write_text(demo / "params.yaml", header + yaml.safe_dump(params, sort_keys=False))
     return params
 
 
 # ---- running and reporting -------------------------------------------------------------------------------
+
 
 def stage_env(demo: Path) -> dict:
     """The environment for `dvc repro`: the copied src/ first on PYTHONPATH, this Python's bin on PATH
@@ -316,8 +331,12 @@ def stage_env(demo: Path) -> dict:
         env.pop(var, None)
     env["PYTHONPATH"] = os.pathsep.join([str(demo / "src"), *filter(None, [env.get("PYTHONPATH")])])
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1",
-               TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="1",
+        TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    )
     return env
 
 
@@ -333,8 +352,10 @@ def render_plots(demo: Path, env: dict) -> Path:
 
 def mlflow_command(demo: Path) -> str:
     exe = Path(sys.executable).parent / "mlflow"
-    return (f"{exe if exe.exists() else 'mlflow'} ui --backend-store-uri sqlite:///{demo / 'mlflow.db'} "
-            f"--host 127.0.0.1 --port 5000")
+    return (
+        f"{exe if exe.exists() else 'mlflow'} ui --backend-store-uri sqlite:///{demo / 'mlflow.db'} "
+        f"--host 127.0.0.1 --port 5000"
+    )
 
 
 def results_text(demo: Path, plots_html: Path | None) -> str:
@@ -343,18 +364,28 @@ def results_text(demo: Path, plots_html: Path | None) -> str:
     if not table_path.is_file():
         raise DemoError(f"{table_path} is missing after `dvc repro`: does dvc.yaml have the report stage?")
     rule = "=" * 100
-    lines = [rule, f"{LABEL} RESULTS ON SYNTHETIC DATA: sample archives made by seqsweep.sample_data, NOT UCI HAR",
-             f"{LABEL} or IMDB; reduced grid and repeats. The numbers show the pipeline works, nothing more.",
-             rule, "", table_path.read_text().rstrip(), "", rule,
-             f"{LABEL} comparison table:  {table_path}  (also {demo / 'metrics' / 'comparison.csv'})",
-             f"{LABEL} summary metrics:   cd {demo} && dvc metrics show"]
+    lines = [
+        rule,
+        f"{LABEL} RESULTS ON SYNTHETIC DATA: sample archives made by seqsweep.tools.sample_data, NOT UCI HAR",
+        f"{LABEL} or IMDB; reduced grid and repeats. The numbers show the pipeline works, nothing more.",
+        rule,
+        "",
+        table_path.read_text().rstrip(),
+        "",
+        rule,
+        f"{LABEL} comparison table:  {table_path}  (also {demo / 'metrics' / 'comparison.csv'})",
+        f"{LABEL} summary metrics:   cd {demo} && dvc metrics show",
+    ]
     if plots_html is not None:
         lines.append(f"{LABEL} plots:             {plots_html}  (rendered by `cd {demo} && dvc plots show`)")
-    lines += [f"{LABEL} MLflow UI:         {mlflow_command(demo)}",
-              f"{LABEL}                    then open http://127.0.0.1:5000 (experiments `har` and `imdb`; the "
-              f"`summary` run holds the table and plots)",
-              f"{LABEL} run again:         python -m seqsweep.demo  (serves the archives again; DVC reruns only "
-              f"what changed)", rule]
+    lines += [
+        f"{LABEL} MLflow UI:         {mlflow_command(demo)}",
+        f"{LABEL}                    then open http://127.0.0.1:5000 (experiments `har` and `imdb`; the "
+        f"`summary` run holds the table and plots)",
+        f"{LABEL} run again:         python -m seqsweep.tools.demo  (serves the archives again; DVC reruns only "
+        f"what changed)",
+        rule,
+    ]
     return "\n".join(lines)
 
 
@@ -364,15 +395,19 @@ def default_demo_dir(source: Path) -> Path:
 
 @exit_on_error
 def main(argv: list[str] | None = None) -> int:
-    """`python -m seqsweep.demo [--fresh] [--file-urls] [--dir DIR]`: the whole pipeline on SYNTHETIC data."""
-    parser = argparse.ArgumentParser(prog="python -m seqsweep.demo", description=__doc__.split("\n\n")[0])
+    """`python -m seqsweep.tools.demo [--fresh] [--file-urls] [--dir DIR]`: the whole pipeline on SYNTHETIC data."""
+    parser = argparse.ArgumentParser(prog="python -m seqsweep.tools.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fresh", action="store_true", help="delete the demo folder first and start over")
-    parser.add_argument("--file-urls", action="store_true",
-                        help="point data.*.url at file:// URLs of the sample archives instead of a local HTTP "
-                             "server (switching changes data.*.url, which the prepare stages depend on: "
-                             "the pipeline then runs again)")
-    parser.add_argument("--dir", type=Path, default=None,
-                        help=f"where to create the demo project (default: <checkout>/{DEMO_DIRNAME})")
+    parser.add_argument(
+        "--file-urls",
+        action="store_true",
+        help="point data.*.url at file:// URLs of the sample archives instead of a local HTTP "
+        "server (switching changes data.*.url, which the prepare stages depend on: "
+        "the pipeline then runs again)",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=None, help=f"where to create the demo project (default: <checkout>/{DEMO_DIRNAME})"
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

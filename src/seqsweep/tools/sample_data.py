@@ -5,7 +5,7 @@ Everything written here is SYNTHETIC (the HAR README says so); results computed 
 the real datasets. Output is deterministic for given sizes and seed: fixed zip timestamps, member order
 and compression, so a file's SHA-256 is stable and can be pinned in params.yaml.
 
-CLI: `python -m seqsweep.sample_data OUTDIR [--size tiny|small|full] [--seed N]`.
+CLI: `python -m seqsweep.tools.sample_data OUTDIR [--size tiny|small|full] [--seed N]`.
 """
 
 from __future__ import annotations
@@ -58,8 +58,22 @@ def har_feature_names() -> list[str]:
     for sig in ("tBodyAccMag", "tGravityAccMag", "tBodyAccJerkMag", "tBodyGyroMag", "tBodyGyroJerkMag"):
         names += [f"{sig}-{fn}()" for fn in ("mean", "std", "mad", "max", "min", "sma", "energy", "iqr", "entropy")]
         names += [f"{sig}-arCoeff(){k}" for k in range(1, 5)]
-    bands = ["1,8", "9,16", "17,24", "25,32", "33,40", "41,48", "49,56", "57,64", "1,16", "17,32", "33,48",
-             "49,64", "1,24", "25,48"]
+    bands = [
+        "1,8",
+        "9,16",
+        "17,24",
+        "25,32",
+        "33,40",
+        "41,48",
+        "49,56",
+        "57,64",
+        "1,16",
+        "17,32",
+        "33,48",
+        "49,64",
+        "1,24",
+        "25,48",
+    ]
     for sig in ("fBodyAcc", "fBodyAccJerk", "fBodyGyro"):
         for fn in ("mean", "std", "mad", "max", "min"):
             names += [f"{sig}-{fn}()-{a}" for a in xyz]
@@ -71,11 +85,33 @@ def har_feature_names() -> list[str]:
         for _ in xyz:
             names += [f"{sig}-bandsEnergy()-{b}" for b in bands]
     for sig in ("fBodyAccMag", "fBodyBodyAccJerkMag", "fBodyBodyGyroMag", "fBodyBodyGyroJerkMag"):
-        names += [f"{sig}-{fn}()" for fn in ("mean", "std", "mad", "max", "min", "sma", "energy", "iqr",
-                                             "entropy", "maxInds", "meanFreq", "skewness", "kurtosis")]
-    names += ["angle(tBodyAccMean,gravity)", "angle(tBodyAccJerkMean),gravityMean)",
-              "angle(tBodyGyroMean,gravityMean)", "angle(tBodyGyroJerkMean,gravityMean)",
-              "angle(X,gravityMean)", "angle(Y,gravityMean)", "angle(Z,gravityMean)"]
+        names += [
+            f"{sig}-{fn}()"
+            for fn in (
+                "mean",
+                "std",
+                "mad",
+                "max",
+                "min",
+                "sma",
+                "energy",
+                "iqr",
+                "entropy",
+                "maxInds",
+                "meanFreq",
+                "skewness",
+                "kurtosis",
+            )
+        ]
+    names += [
+        "angle(tBodyAccMean,gravity)",
+        "angle(tBodyAccJerkMean),gravityMean)",
+        "angle(tBodyGyroMean,gravityMean)",
+        "angle(tBodyGyroJerkMean,gravityMean)",
+        "angle(X,gravityMean)",
+        "angle(Y,gravityMean)",
+        "angle(Z,gravityMean)",
+    ]
     assert len(names) == N_FEATURES, len(names)
     return names
 
@@ -153,14 +189,24 @@ def _split_plan(n: int, subjects: tuple[int, ...]) -> list[tuple[int, int, int]]
         for j in range(c % s):
             counts[(offset + j) % s, k] += 1
         offset += c % s
-    return [(subj, label, int(counts[i, label - 1]))
-            for i, subj in enumerate(subjects) for label in RECORDING_ORDER if counts[i, label - 1]]
+    return [
+        (subj, label, int(counts[i, label - 1]))
+        for i, subj in enumerate(subjects)
+        for label in RECORDING_ORDER
+        if counts[i, label - 1]
+    ]
 
 
 # Per-class generative parameters (g for acceleration, rad/s for the gyroscope). Walking variants differ in
 # cadence, amplitude and axis balance; static postures differ in where gravity points.
-_GRAVITY = {1: (0.97, -0.20, 0.08), 2: (0.93, -0.22, 0.25), 3: (0.99, -0.15, 0.00),
-            4: (0.90, 0.00, 0.38), 5: (0.97, -0.12, 0.16), 6: (0.05, 0.62, 0.78)}
+_GRAVITY = {
+    1: (0.97, -0.20, 0.08),
+    2: (0.93, -0.22, 0.25),
+    3: (0.99, -0.15, 0.00),
+    4: (0.90, 0.00, 0.38),
+    5: (0.97, -0.12, 0.16),
+    6: (0.05, 0.62, 0.78),
+}
 _CADENCE = {1: 1.90, 2: 1.60, 3: 2.15}  # Hz
 _ACC_AMP = {1: (0.25, 0.10, 0.12), 2: (0.20, 0.10, 0.17), 3: (0.38, 0.13, 0.15)}
 _GYRO_AMP = {1: (0.50, 0.35, 0.30), 2: (0.60, 0.50, 0.35), 3: (0.55, 0.30, 0.45)}
@@ -205,8 +251,7 @@ def _har_split(rng: np.random.Generator, n: int, subjects: tuple[int, ...]):
     x, y, s = [], [], []
     people = {}
     for subj in subjects:  # a subject's phone tilt, pace and vigour: why unseen subjects are harder
-        people[subj] = dict(tilt=rng.normal(0, 0.07, 3), pace=1 + rng.normal(0, 0.06),
-                            vigour=1 + rng.normal(0, 0.15))
+        people[subj] = dict(tilt=rng.normal(0, 0.07, 3), pace=1 + rng.normal(0, 0.06), vigour=1 + rng.normal(0, 0.15))
     for subj, label, windows in _split_plan(n, subjects):
         x.append(_segment(rng, label, windows, people[subj]))
         y += [label] * windows
@@ -217,9 +262,18 @@ def _har_split(rng: np.random.Generator, n: int, subjects: tuple[int, ...]):
 
 def _base_features(signals: np.ndarray) -> np.ndarray:
     """Simple per-window statistics of every channel and of the three magnitudes: (n, 63)."""
-    mags = np.stack([np.linalg.norm(signals[..., 3 * k:3 * k + 3], axis=-1) for k in range(3)], axis=-1)
-    stats = [signals.mean(1), signals.std(1), signals.max(1), signals.min(1), np.abs(signals).mean(1),
-             (signals ** 2).mean(1), mags.mean(1), mags.std(1), mags.max(1)]
+    mags = np.stack([np.linalg.norm(signals[..., 3 * k : 3 * k + 3], axis=-1) for k in range(3)], axis=-1)
+    stats = [
+        signals.mean(1),
+        signals.std(1),
+        signals.max(1),
+        signals.min(1),
+        np.abs(signals).mean(1),
+        (signals**2).mean(1),
+        mags.mean(1),
+        mags.std(1),
+        mags.max(1),
+    ]
     return np.concatenate(stats, axis=1)
 
 
@@ -289,7 +343,7 @@ class _Tree:
 def _chunked_text(values: np.ndarray):
     """Yield the fixed-width text of `values` a block of rows at a time (bounded memory)."""
     for start in range(0, len(values), ROWS_PER_CHUNK):
-        yield format_fixed16(values[start:start + ROWS_PER_CHUNK])
+        yield format_fixed16(values[start : start + ROWS_PER_CHUNK])
 
 
 def _ints_text(values: np.ndarray) -> bytes:
@@ -300,7 +354,7 @@ _README = """\
 ==================================================================
 SYNTHETIC Human Activity Recognition data, generated by seqsweep
 ==================================================================
-This archive is NOT the UCI HAR Dataset. It was generated by seqsweep.sample_data
+This archive is NOT the UCI HAR Dataset. It was generated by seqsweep.tools.sample_data
 (seed {seed}) in the same layout and number format as the real archive, so that the
 seqsweep pipeline can be tested and demonstrated offline.
 
@@ -326,7 +380,7 @@ seqsweep's simple statistics of the simulated inertial signals, normalised to [-
 
 _NAMES = """\
 SYNTHETIC stand-in for "Human Activity Recognition Using Smartphones", generated by
-seqsweep.sample_data. Not the UCI data set: see README.txt inside {inner}.
+seqsweep.tools.sample_data. Not the UCI data set: see README.txt inside {inner}.
 """
 
 
@@ -337,9 +391,13 @@ def _write_inner(path: Path, n_train: int, n_test: int, seed: int) -> None:
     all_signals = np.concatenate([splits["train"][0], splits["test"][0]])
     feats = _engineered_features(all_signals, rng) if len(all_signals) else np.zeros((0, N_FEATURES))
     features = {"train": feats[:n_train], "test": feats[n_train:]}
-    readme = _README.format(seed=seed, n_train=n_train, n_test=n_test,
-                            n_train_subj=len(set(splits["train"][2].tolist())),
-                            n_test_subj=len(set(splits["test"][2].tolist())))
+    readme = _README.format(
+        seed=seed,
+        n_train=n_train,
+        n_test=n_test,
+        n_train_subj=len(set(splits["train"][2].tolist())),
+        n_test_subj=len(set(splits["test"][2].tolist())),
+    )
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         tree = _Tree(zf)
         tree.add(".DS_Store", [b"\x00\x00\x00\x01Bud1" + b"\x00" * 6138])
@@ -356,8 +414,7 @@ def _write_inner(path: Path, n_train: int, n_test: int, seed: int) -> None:
             tree.add(f"{split}/y_{split}.txt", [_ints_text(labels)])
 
 
-def write_har_archive(path, n_train: int = 7352, n_test: int = 2947, *, layout: str = "current",
-                      seed: int = 0) -> Path:
+def write_har_archive(path, n_train: int = 7352, n_test: int = 2947, *, layout: str = "current", seed: int = 0) -> Path:
     """Write a synthetic UCI HAR archive to `path` and return it.
 
     layout="current": the zip UCI serves today (`UCI HAR Dataset.names` + nested `UCI HAR Dataset.zip`);
@@ -439,7 +496,7 @@ def _imdb_split(rng: np.random.Generator, n: int, cdf: np.ndarray, pos: np.ndarr
     bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
     x = np.empty(n, dtype=object)
     for i in range(n):
-        x[i] = flat[bounds[i]:bounds[i + 1]]
+        x[i] = flat[bounds[i] : bounds[i + 1]]
     return x, labels
 
 
@@ -450,7 +507,7 @@ def imdb_sentiment_words(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     common = rng.choice(np.arange(20, 5000), size=2 * (N_SENTIMENT - 20), replace=False)
     rare = rng.choice(np.arange(5000, 20000), size=40, replace=False)
     pos = np.concatenate([common[: N_SENTIMENT - 20], rare[:20]])
-    neg = np.concatenate([common[N_SENTIMENT - 20:], rare[20:]])
+    neg = np.concatenate([common[N_SENTIMENT - 20 :], rare[20:]])
     return np.sort(pos), np.sort(neg)
 
 
@@ -467,8 +524,12 @@ def write_imdb_npz(path, n_train: int = 25000, n_test: int = 25000, *, seed: int
     rng = np.random.default_rng([seed, 113])
     x_train, y_train = _imdb_split(rng, n_train, cdf, pos, neg)
     x_test, y_test = _imdb_split(rng, n_test, cdf, pos, neg)
-    members = [("x_train.npy", _npy_object_bytes(x_train)), ("y_train.npy", _npy_plain_bytes(y_train)),
-               ("x_test.npy", _npy_object_bytes(x_test)), ("y_test.npy", _npy_plain_bytes(y_test))]
+    members = [
+        ("x_train.npy", _npy_object_bytes(x_train)),
+        ("y_train.npy", _npy_plain_bytes(y_train)),
+        ("x_test.npy", _npy_object_bytes(x_test)),
+        ("y_test.npy", _npy_plain_bytes(y_test)),
+    ]
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name, data in members:
@@ -492,11 +553,15 @@ SIZES = {
 
 def main(argv=None) -> int:
     """Write OUTDIR/har.zip and OUTDIR/imdb.npz and print how to point params.yaml at them."""
-    parser = argparse.ArgumentParser(prog="python -m seqsweep.sample_data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m seqsweep.tools.sample_data", description=__doc__.split("\n\n")[0])
     parser.add_argument("outdir", type=Path, help="folder to write har.zip and imdb.npz into")
-    parser.add_argument("--size", choices=list(SIZES), default="small",
-                        help="tiny: HAR 96/48, IMDB 300/200; small (default): HAR 1500/600, IMDB 2000/1000; "
-                             "full: the real sizes, HAR 7352/2947, IMDB 25000/25000 (train/test)")
+    parser.add_argument(
+        "--size",
+        choices=list(SIZES),
+        default="small",
+        help="tiny: HAR 96/48, IMDB 300/200; small (default): HAR 1500/600, IMDB 2000/1000; "
+        "full: the real sizes, HAR 7352/2947, IMDB 25000/25000 (train/test)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0); same seed, same bytes")
     args = parser.parse_args(argv)
     sizes = SIZES[args.size]
