@@ -18,6 +18,7 @@ TINY_GRID = {
     "train.batch_size": [16],
     "train.repeats": 2,
     "train.epochs": 1,
+    "train.workers": 1,  # in the stage's own process; tests of parallel workers ask for them
     "archs.har": ["lstm"],
     "archs.imdb": ["lstm"],
 }

@@ -292,8 +292,12 @@ def test_every_stage_declares_each_source_file_it_runs_as_a_dependency():
         module = body["cmd"].split()[2]
         deps = set(body["deps"])
         needed = _imported_files(module)
-        if module == "seqsweep.train":  # the dataset's builders, imported by name (models.dataset_module)
-            needed.add(f"src/seqsweep/models/{name.removeprefix('train-')}.py")
+        if module == "seqsweep.train":  # imported by name: the dataset's builders and the engines
+            needed |= {
+                f"src/seqsweep/models/{name.removeprefix('train-')}.py",
+                "src/seqsweep/engines/fit.py",
+                "src/seqsweep/engines/fused.py",
+            }
         assert needed <= deps, f"{name}: runs {sorted(needed - deps)} without declaring them"
         assert {d for d in deps if d.endswith(".py")} <= needed, f"{name}: declares code it does not run"
 

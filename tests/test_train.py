@@ -156,21 +156,18 @@ def test_mlflow_holds_a_parent_per_configuration_and_a_child_per_repeat(ws):
         assert child.data.tags["data_synthetic"] == "true"
 
 
-def test_rerunning_a_repeat_with_its_recorded_seed_reproduces_its_test_accuracy(ws):
-    write_params(ws, TINY_GRID | {"train.repeats": 1})
+def test_rerunning_a_repeat_from_what_mlflow_recorded_reproduces_its_test_accuracy(ws, capsys):
+    write_params(ws, TINY_GRID | {"train.repeats": 1, "train.engine": "fit"})
     run_stage("har", "lstm")
     (config,) = results(ws, "har-lstm")["configs"].values()
     recorded = config["repeats"][0]
 
-    from seqsweep import repeat
-    from seqsweep.train import load_prepared
+    from seqsweep.tools import rerun
 
-    arrays, meta = load_prepared(ws / "data/prepared/har", "har")
-    cfg = grid.Config(config["units"], config["batch_size"], config["dropout"], config["epochs"])
-    again = repeat.run_repeat(
-        "har", "lstm", cfg, recorded["seed"], arrays, repeat.shape_kwargs("har", meta, arrays["X_train"])
+    assert rerun.main([recorded["mlflow_run_id"]]) == 0
+    assert f"recorded test accuracy {recorded['test_accuracy']}, rerun {recorded['test_accuracy']}" in (
+        capsys.readouterr().out
     )
-    assert again.test_accuracy == recorded["test_accuracy"]
 
 
 def test_imdb_trains_and_logs_into_its_own_experiment(ws):
@@ -226,16 +223,21 @@ def test_changing_the_data_trains_again(ws):
 
 
 def _finished_children(db: Path) -> int:
+    return _children_by_status(db).get("FINISHED", 0)
+
+
+def _children_by_status(db: Path) -> dict[str, int]:
     if not db.exists():
-        return 0
+        return {}
     try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return con.execute(
-                "select count(*) from runs r join tags t on t.run_uuid = r.run_uuid "
-                "where r.status = 'FINISHED' and t.key = 'seqsweep_kind' and t.value = 'repeat'"
-            ).fetchone()[0]
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            rows = con.execute(
+                "select r.status, count(*) from runs r join tags t on t.run_uuid = r.run_uuid "
+                "where t.key = 'seqsweep_kind' and t.value = 'repeat' group by r.status"
+            ).fetchall()
     except sqlite3.Error:
-        return 0
+        return {}
+    return dict(rows)
 
 
 @pytest.mark.slow
@@ -407,3 +409,91 @@ def test_models_are_not_saved_by_default(ws):
     write_params(ws, TINY_GRID | {"train.repeats": 1})
     run_stage("har", "lstm")
     assert not (ws / "mlartifacts").exists() or not any((ws / "mlartifacts").rglob("MLmodel"))
+
+
+# --- the fused engine through the stage -------------------------------------------------------------
+
+
+def run_stage_process(ws: Path, dataset: str = "har", arch: str = "lstm", **popen) -> subprocess.Popen:
+    """The stage in its own process, as DVC runs it (the fused engine needs Keras on JAX)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "KERAS_BACKEND")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "seqsweep.train", *stage_args(dataset, arch)], cwd=ws, env=env, **popen
+    )
+
+
+@pytest.mark.slow
+def test_the_fused_engine_logs_every_repeat_as_its_own_child_run_saying_what_trained_it(ws):
+    write_params(
+        ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 3, "train.epochs": 2, "train.engine": "fused"}
+    )
+    proc = run_stage_process(ws, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    doc = results(ws, "har-lstm")
+    assert doc["engine"] == "fused" and "-jax-fused-" in doc["runtime"]
+    all_runs = runs(ws, "har")
+    assert len(parents(all_runs)) == 2 and len(children(all_runs)) == 6
+    c = client(ws)
+    for config in doc["configs"].values():
+        seeds = [r["seed"] for r in config["repeats"]]
+        assert config["n"] == 3 and len(set(seeds)) == 3
+        for rep in config["repeats"]:
+            child = c.get_run(rep["mlflow_run_id"])
+            assert child.info.status == "FINISHED"
+            assert (child.data.tags["engine"], child.data.tags["backend"], child.data.tags["device"]) == (
+                "fused",
+                "jax",
+                "cpu",
+            )
+            assert child.data.tags["lanes"] == ",".join(map(str, seeds)), "trained beside its configuration's repeats"
+            assert [m.step for m in c.get_metric_history(child.info.run_id, "loss")] == [1, 2]
+            assert child.data.metrics["test_accuracy"] == rep["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_a_fused_repeat_is_reproduced_exactly_from_what_mlflow_recorded(ws):
+    write_params(ws, TINY_GRID | {"train.repeats": 3, "train.engine": "fused"})
+    proc = run_stage_process(ws, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    (config,) = results(ws, "har-lstm")["configs"].values()
+    middle = config["repeats"][1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "KERAS_BACKEND")}
+    done = subprocess.run(
+        [sys.executable, "-m", "seqsweep.tools.rerun", middle["mlflow_run_id"]],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "reproduced exactly" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_fused_configuration_killed_mid_training_counts_no_repeat_and_the_rerun_trains_it(ws):
+    write_params(
+        ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 3, "train.epochs": 3, "train.engine": "fused"}
+    )
+    proc = run_stage_process(ws, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _children_by_status(ws / "mlflow.db") != {"FINISHED": 3, "RUNNING": 3} and time.time() < deadline:
+        assert proc.poll() is None, "the stage ended before it could be killed mid-program"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # the second configuration's program has started, none of it finished
+    proc.wait()
+    finished_before = _finished_children(ws / "mlflow.db")
+    assert finished_before == 3, "the first configuration finished as a whole, the second not at all"
+
+    proc = run_stage_process(ws, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    all_children = children(runs(ws, "har"))
+    finished = [r for r in all_children if r.info.status == "FINISHED"]
+    assert len(finished) == 6 and len({(r.data.params["units"], r.data.params["repeat"]) for r in finished}) == 6
+    assert all(r.info.status == "KILLED" for r in all_children if r not in finished)
+    doc = results(ws, "har-lstm")
+    assert [r["reused"] for r in doc["configs"]["u2-b16-d0p25-e3"]["repeats"]] == [True] * 3
+    assert [r["reused"] for r in doc["configs"]["u3-b16-d0p25-e3"]["repeats"]] == [False] * 3

@@ -107,6 +107,19 @@ def _sha256() -> Leaf:
     return Leaf(check, "a SHA-256 hex digest (64 hex characters)")
 
 
+def _choice(*options: str) -> Leaf:
+    def check(v):
+        if v not in options:
+            raise ValueError
+        return v
+
+    return Leaf(check, f"one of {list(options)}")
+
+
+def _auto_or(leaf: Leaf) -> Leaf:
+    return Leaf(lambda v: v if v == "auto" else leaf.check(v), f"auto or {leaf.allowed}")
+
+
 def _string() -> Leaf:
     def check(v):
         if not isinstance(v, str) or not v.strip():
@@ -146,6 +159,8 @@ SCHEMA: dict[str, Any] = {
         "repeats": _int(1),
         "seed": _int(0, 2**31 - 1),
         "epochs": _optional(_int(1)),
+        "engine": _choice("auto", "fit", "fused"),
+        "workers": _auto_or(_int(1)),
         "deterministic": _bool(),
         "save_model": _bool(),
         "verbose": _int(0, 2),

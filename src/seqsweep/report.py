@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from seqsweep import atomic, paths, plots, stats
+from seqsweep import atomic, paths, plots, stats, tracking
 from seqsweep.errors import DataFormatError, MissingInputError, exit_on_error
 from seqsweep.params import load_params
 from seqsweep.results import SETTING_KEYS, DatasetReport, Row, data_label, read_dataset
@@ -300,8 +300,6 @@ def n_indistinguishable(report: DatasetReport) -> int:
 def log_summary_runs(reports: list[DatasetReport], params: dict) -> dict[str, str]:
     """Attach each dataset's table, summary and PNG plots to a `summary` run in its MLflow experiment;
     a rerun over the same table reuses that run. Returns the experiment id per dataset."""
-    from seqsweep import tracking
-
     root = tracking.repo_root()
     tracker = tracking.Tracker(tracking.resolve_tracking_uri(params["mlflow"]["tracking_uri"], root), root)
     experiments = {}
@@ -392,7 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params()
     reports = build_reports(args.runs, params)
-    experiments = log_summary_runs(reports, params)
+    with tracking.store_errors(tracking.resolve_tracking_uri(params["mlflow"]["tracking_uri"])):
+        experiments = log_summary_runs(reports, params)
     summary, md, table, plot_dir = (
         args.out / name for name in ("summary.json", "comparison.md", "comparison.csv", "plots")
     )

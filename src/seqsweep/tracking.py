@@ -19,10 +19,12 @@ import filelock
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
+from seqsweep.errors import SeqsweepError
+
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
 KEY_TAG = "seqsweep_key"  # parent: configuration key; child: reuse key of the repeat
 KIND_TAG = "seqsweep_kind"  # "parent", "repeat" or "summary"
-OWNER_TAG = "seqsweep_owner"  # host:pid of the process that runs a child, to detect killed runs
+OWNER_TAG = "seqsweep_owner"  # host:pid of the stage process a run belongs to, to detect killed runs
 REASON_TAG = "failure_reason"
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows for an experiment or run
 
@@ -39,6 +41,91 @@ seqsweep: every architecture of the study on {dataset_upper}, across the hyperpa
 Each run's inputs are the `{dataset}` train split (context `training`) and test split (`evaluation`);
 data not from the official archive is labelled SYNTHETIC (tag `data_synthetic`).
 """
+
+
+class StoreError(SeqsweepError):
+    """The MLflow store cannot be used, or stopped answering; the message names it and the cause."""
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# MLflow's own client retries (urllib3, exponential backoff): with these, requests wait out about a
+# minute of a tracking server being down (sleeps 2+4+8+16+32 s between 6 retries) before failing.
+RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def check_sqlite_header(db: Path | None) -> None:
+    """Refuse a SQLite store file that is not a database (never let MLflow write into it). An empty
+    file is an empty database to SQLite, as a missing one is a new store."""
+    if db is None or not db.exists() or db.stat().st_size == 0:
+        return
+    with open(db, "rb") as fh:
+        header = fh.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise StoreError(
+            f"MLflow store {db} is not an SQLite database (it starts with {header!r}); it was left "
+            "untouched: move it aside, or set mlflow.tracking_uri / MLFLOW_TRACKING_URI to another store"
+        )
+
+
+@contextlib.contextmanager
+def _few_retries():
+    """First contact with a server: fail in seconds, not minutes, when it is not there at all."""
+    saved = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
+
+
+def describe_failure(uri: str, exc: BaseException, first_contact: bool = False) -> str:
+    """One line naming the store and the cause of an MLflow failure."""
+    code = getattr(exc, "error_code", "")
+    text = str(exc)
+    if code == "UNAUTHENTICATED":
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        cause = (
+            f"it refused the credentials of MLFLOW_TRACKING_USERNAME={user!r}"
+            if user
+            else "it requires credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    elif code == "PERMISSION_DENIED":
+        cause = f"user {os.environ.get('MLFLOW_TRACKING_USERNAME')!r} is not allowed to do this ({text[:200]})"
+    elif "Max retries exceeded" in text or "Connection refused" in text or "ConnectionError" in text:
+        retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+        cause = (
+            "cannot connect to it"
+            if first_contact
+            else f"it stopped answering (gave up after {retries} retries with backoff, "
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES); finished repeats are kept there: run `dvc repro` again once "
+            "it is back"
+        )
+    else:
+        cause = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:400]
+    return f"MLflow store {uri}: {cause}"
+
+
+@contextlib.contextmanager
+def store_errors(uri: str, first_contact: bool = False):
+    """Turn any failure of the MLflow store (a server, a database) into a StoreError naming it."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError) as exc:
+        if isinstance(exc, SQLAlchemyError):
+            cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise StoreError(f"MLflow store {uri}: {cause}; it was left untouched") from None
+        raise StoreError(describe_failure(uri, exc, first_contact)) from None
 
 
 def repo_root() -> Path:
@@ -116,9 +203,14 @@ class Tracker:
             self._lock = contextlib.nullcontext()
         self.artifact_root = self.root / "mlartifacts"
         self.seconds = 0.0  # time spent writing to MLflow (lock waits included), to report the overhead
-        with self._lock:  # schema creation and migration must not race
+        if tracking_uri.startswith(("http://", "https://")):
+            for name, value in RETRIES.items():  # ride out a server restart (the user's settings win)
+                os.environ.setdefault(name, value)
+        with self._lock, store_errors(tracking_uri, first_contact=True):  # schema creation must not race
+            check_sqlite_header(db)
             self.client = MlflowClient(tracking_uri)
-            self.client.search_experiments(max_results=1)
+            with _few_retries():
+                self.client.search_experiments(max_results=1)
 
     @contextlib.contextmanager
     def writing(self):
@@ -160,10 +252,20 @@ class Tracker:
                 return runs
 
     def start_run(
-        self, experiment_id: str, name: str, key: str, kind: str, params: dict, tags: dict, parent_id: str | None = None
+        self,
+        experiment_id: str,
+        name: str,
+        key: str,
+        kind: str,
+        params: dict,
+        tags: dict,
+        parent_id: str | None = None,
+        owner: str | None = None,
     ) -> str:
-        """Create a RUNNING run with its params and tags in one write; returns its id."""
-        all_tags = {KEY_TAG: key, KIND_TAG: kind, OWNER_TAG: f"{socket.gethostname()}:{os.getpid()}", **tags}
+        """Create a RUNNING run with its params and tags in one write; returns its id. `owner`: the
+        host:pid of the stage process it belongs to (default: this process)."""
+        owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        all_tags = {KEY_TAG: key, KIND_TAG: kind, OWNER_TAG: owner, **tags}
         if parent_id:
             all_tags[PARENT_RUN_ID_TAG] = parent_id
         with self.writing():
@@ -173,7 +275,9 @@ class Tracker:
             self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         return run.info.run_id
 
-    def open_parent(self, experiment_id: str, name: str, key: str, params: dict, tags: dict) -> str:
+    def open_parent(
+        self, experiment_id: str, name: str, key: str, params: dict, tags: dict, owner: str | None = None
+    ) -> str:
         """The parent run of a configuration: the existing one with this key (set RUNNING again) or a new one."""
         existing = self.find_runs(experiment_id, f"tags.{KEY_TAG} = '{key}' and tags.{KIND_TAG} = 'parent'")
         if existing:
@@ -181,17 +285,31 @@ class Tracker:
             with self.writing():
                 self.client.update_run(run_id, status="RUNNING")
             return run_id
-        return self.start_run(experiment_id, name, key, "parent", params, tags)
+        return self.start_run(experiment_id, name, key, "parent", params, tags, owner=owner)
 
     def children(self, experiment_id: str, parent_id: str) -> list:
         return self.find_runs(experiment_id, f"tags.{PARENT_RUN_ID_TAG} = '{parent_id}'")
 
-    def retire_stale(self, runs: list) -> int:
-        """Mark KILLED the RUNNING children whose process is gone (a crash or kill mid-repeat)."""
-        stale = [r for r in runs if r.info.status == "RUNNING" and not _alive(r.data.tags.get(OWNER_TAG))]
+    def retire_stale(self, runs: list, owner: str | None = None, keys: set[str] | None = None) -> int:
+        """Mark KILLED the RUNNING runs that nothing will finish: without `owner`, those whose stage
+        process is gone (a crash or kill mid-repeat); with `owner` and `keys`, those of that stage
+        process with these reuse keys (an earlier attempt of a cell run again, e.g. by Ray after its
+        worker died: a stage runs each cell once at a time)."""
+        if owner is None:
+            stale = [r for r in runs if r.info.status == "RUNNING" and not _alive(r.data.tags.get(OWNER_TAG))]
+            reason = "the stage process ended before the repeat finished"
+        else:
+            stale = [
+                r
+                for r in runs
+                if r.info.status == "RUNNING"
+                and r.data.tags.get(OWNER_TAG) == owner
+                and r.data.tags.get(KEY_TAG) in (keys or set())
+            ]
+            reason = "the worker training it stopped before the repeat finished; trained again"
         for run in stale:
             with self.writing():
-                self.client.set_tag(run.info.run_id, REASON_TAG, "process ended before the repeat finished")
+                self.client.set_tag(run.info.run_id, REASON_TAG, reason)
                 self.client.set_terminated(run.info.run_id, "KILLED")
         return len(stale)
 
@@ -242,16 +360,17 @@ def dataset_inputs(name: str, source_url: str, synthetic: bool, *, train: tuple,
     return inputs
 
 
-def epoch_logger(tracker: Tracker, run_id: str):
-    """A Keras callback logging `loss` and `accuracy` with step = epoch (1-based) after every epoch."""
+def device_name() -> str:
+    """What Keras computes on in this process, for the runs' `device` tag (`cpu`, or e.g.
+    `gpu:NVIDIA H100 80GB HBM3` on JAX): the first device Keras's distribution API lists."""
     import keras
 
-    class MlflowEpochLogger(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            tracker.log_metrics(run_id, {k: logs[k] for k in ("loss", "accuracy") if k in logs}, step=epoch + 1)
+    device = keras.distribution.list_devices()[0].split(":")[0].lower()
+    if device != "cpu" and keras.backend.backend() == "jax":
+        import jax
 
-    return MlflowEpochLogger()
+        return f"{device}:{jax.devices()[0].device_kind}"
+    return device
 
 
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)

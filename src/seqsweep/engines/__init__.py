@@ -1,0 +1,183 @@
+"""Engines: how the repeats of one configuration are trained. The training stage hands an engine a
+`Program` (these seeds of this configuration) and gets back one `RepeatResult` per seed; MLflow,
+resume and the grid stay in the stage.
+
+- `fit`: one Keras `model.fit` per repeat, on whatever backend Keras runs (TensorFlow by default):
+  the tutorials' way.
+- `fused`: all repeats of a program as one compiled JAX program: the model's own `train_step`
+  (its loss, Keras's optimizer through `stateless_apply`, its metrics) vmapped over stacked
+  per-repeat variables. Each lane is initialised, shuffled and dropped out exactly as `fit` would
+  for its seed on the JAX backend, so a fused repeat is the fit repeat of the same seed, batched.
+- `auto`: fused where it is faster (a GPU), fit where it is not (see `choose`).
+
+The backend is fixed when Keras is first imported, so `choose` runs before that and sets
+KERAS_BACKEND; nothing here imports Keras or JAX at module level."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from seqsweep.errors import SeqsweepError
+from seqsweep.grid import Config
+
+ENGINES = ("fit", "fused")
+EPSILON = 1e-7  # Keras's clipping for cross-entropy on probabilities
+
+# (index of the repeat in its program, epoch from 1, {"loss": ..., "accuracy": ...}) after every epoch
+OnEpoch = Callable[[int, int, dict], None]
+
+
+@dataclass(frozen=True)
+class Program:
+    """Repeats of one configuration that one engine call trains (the fused engine: together)."""
+
+    dataset: str
+    arch: str
+    config: Config
+    seeds: tuple[int, ...]
+    shape: dict  # the builder's shape keywords (shape_kwargs)
+
+
+@dataclass
+class RepeatResult:
+    """What one repeat produced; `failure` is None when it finished. `lanes`: the seeds of the
+    repeats trained in the same compiled program (rerunning this repeat exactly needs the same)."""
+
+    seed: int
+    history: dict[str, list[float | None]]
+    train_seconds: float
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    confusion: list[list[int]] | None = None
+    failure: str | None = None
+    lanes: tuple[int, ...] = ()
+    model: object = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The engine that trains, the Keras backend it runs on, and why (printed when it is not asked for)."""
+
+    engine: str
+    backend: str
+    reason: str
+
+
+class EngineUnavailable(SeqsweepError):
+    """train.engine asks for an engine this machine or environment cannot run."""
+
+
+def _jax_platform() -> str | None:
+    """'gpu', 'tpu' or 'cpu' for the JAX installed here, None without JAX (imports JAX, not Keras)."""
+    if importlib.util.find_spec("jax") is None:
+        return None
+    import jax
+
+    return jax.default_backend()
+
+
+def local_platform() -> str:
+    """What this machine's JAX computes on ('cpu' without JAX)."""
+    return _jax_platform() or "cpu"
+
+
+def choose(requested: str, platform: str | None = None) -> Choice:
+    """Resolve train.engine (`auto`, `fit` or `fused`) for `platform` (where the cells will train:
+    this machine by default, or a Ray cluster's 'gpu'/'cpu'), before Keras is imported.
+
+    auto picks fused on an accelerator and fit on a CPU, where the measured cost per repeat of the
+    fused engine was not lower (BENCHMARKS.md, bench/bench_engines.py): both do the same arithmetic
+    and a CPU has no idle width for the lanes to fill. A backend forced with KERAS_BACKEND, a
+    missing JAX or an already-imported Keras on another backend make auto fall back to fit;
+    an explicit `fused` that cannot run is an error before any training."""
+    forced = os.environ.get("KERAS_BACKEND")
+    loaded = sys.modules.get("keras")
+    loaded_backend = loaded.backend.backend() if loaded is not None and hasattr(loaded, "backend") else None
+    if requested == "fit":
+        return Choice("fit", loaded_backend or forced or "tensorflow", "asked for (train.engine: fit)")
+    blocker = None
+    if loaded_backend not in (None, "jax"):
+        blocker = f"Keras is already running on {loaded_backend} in this process"
+    elif forced not in (None, "", "jax"):
+        blocker = f"KERAS_BACKEND={forced} is set and the fused engine needs jax"
+    jax_here = None if blocker else _jax_platform()
+    platform = platform or jax_here
+    if blocker is None and jax_here is None:
+        blocker = "JAX is not installed (pip install -e . brings it; '.[gpu]' brings CUDA JAX)"
+    if requested == "fused":
+        if blocker:
+            raise EngineUnavailable(f"train.engine: fused cannot run here: {blocker}")
+        return Choice("fused", "jax", "asked for (train.engine: fused)")
+    if blocker:
+        return Choice("fit", loaded_backend or forced or "tensorflow", f"auto: fit, because {blocker}")
+    if platform == "cpu":
+        return Choice("fit", forced or "tensorflow", "auto: fit on CPU, where fused saves no time per repeat")
+    return Choice("fused", "jax", f"auto: fused on the {platform.upper()} (many repeats per compiled program)")
+
+
+def use(choice: Choice) -> None:
+    """Make Keras load `choice.backend` (call before the first `import keras`)."""
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = choice.backend
+
+
+def train(
+    engine: str,
+    program: Program,
+    arrays: dict[str, np.ndarray],
+    *,
+    on_epoch: OnEpoch | None = None,
+    verbose: int = 0,
+    keep_model: bool = False,
+) -> list[RepeatResult]:
+    """Train every repeat of `program` with `engine`; one result per seed, in the program's order."""
+    if engine not in ENGINES:
+        raise SeqsweepError(f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
+    module = importlib.import_module(f"seqsweep.engines.{engine}")
+    results = module.train(
+        program, arrays, on_epoch=on_epoch or (lambda *_: None), verbose=verbose, keep_model=keep_model
+    )
+    assert [r.seed for r in results] == list(program.seeds), "an engine returns one result per seed, in order"
+    return results
+
+
+def shape_kwargs(dataset: str, meta: dict, X_train: np.ndarray) -> dict:
+    """The builder's input-shape arguments, from the prepared arrays and their meta.json."""
+    if dataset == "har":
+        return {"timesteps": X_train.shape[1], "channels": X_train.shape[2], "n_classes": len(meta["classes"])}
+    return {"num_words": meta["num_words"], "maxlen": X_train.shape[1]}
+
+
+def evaluate(probs: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[float, float, list[list[int]]]:
+    """Accuracy, cross-entropy and confusion matrix (rows: true, cols: predicted) from one pass of
+    predictions on the test set: the same for every engine."""
+    y = y.astype(np.int64).ravel()
+    if probs.shape[-1] == 1:  # binary, sigmoid output
+        p = np.clip(probs.astype(np.float64).ravel(), EPSILON, 1 - EPSILON)
+        pred = (p > 0.5).astype(np.int64)
+        loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        n_classes = 2
+    else:
+        p = np.clip(probs.astype(np.float64), EPSILON, 1.0)
+        pred = probs.argmax(axis=-1)
+        loss = float(-np.mean(np.log(p[np.arange(len(y)), y])))
+    confusion = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return float(np.mean(pred == y)), loss, confusion.tolist()
+
+
+def finite_history(raw: dict[str, list[float]]) -> tuple[dict[str, list[float | None]], str | None]:
+    """The per-epoch history with non-finite values as None (JSON-safe), and the failure (first
+    non-finite loss) or None."""
+    import math
+
+    history = {k: [float(v) if math.isfinite(v) else None for v in values] for k, values in raw.items()}
+    bad = [i for i, v in enumerate(raw.get("loss", [])) if not math.isfinite(v)]
+    failure = f"loss became {raw['loss'][bad[0]]} at epoch {bad[0] + 1}" if bad else None
+    return history, failure

@@ -1,0 +1,201 @@
+"""The fused engine: the repeats of a program trained together as one compiled JAX program.
+
+Keras's JAX guide ("writing a training loop from scratch") trains with `model.stateless_call` and
+`optimizer.stateless_apply`; the model's own `train_step(state, data)` is exactly that (its compiled
+loss, Keras's optimizer, its metrics), so it is vmapped over a leading lane axis of stacked
+per-repeat state, not written again. What makes each lane a true independent repeat, exactly as the
+fit engine would train its seed on the JAX backend:
+
+- initial weights: `keras.utils.set_random_seed(seed)`, then the same builder (one model per lane);
+- dropout masks: each lane's SeedGenerator states are its own non-trainable variables;
+- optimizer state and metrics: stacked per lane, reset per epoch as `fit` does;
+- shuffling: each lane draws `permutation(N)` from its own NumPy stream seeded like `fit`'s global
+  one (after the one draw `fit` spends building the model), batches of `batch_size`, the last one
+  partial, as `fit` slices them.
+
+A lane whose loss turns non-finite fails alone (vmapped lanes never mix); the others finish.
+
+Memory: before training, the step is compiled for all lanes and XLA's own estimate of its buffers
+(`memory_analysis`) is compared with the device's free memory; when they do not fit, the program
+is split into fewer lanes in proportion (the data arrays are shared), and a RESOURCE_EXHAUSTED on
+the first step halves the lanes again. Each repeat records the seeds it was trained beside (`lanes`)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+from seqsweep import models
+from seqsweep.engines import OnEpoch, Program, RepeatResult, evaluate, finite_history
+
+MEMORY_HEADROOM = 0.8  # use at most this share of the free device memory
+
+
+class TooManyLanes(Exception):
+    """A program's lanes do not fit in device memory; `fitting` is how many should (at least 1)."""
+
+    def __init__(self, message: str, fitting: int):
+        super().__init__(message)
+        self.fitting = fitting
+
+
+def train(
+    program: Program, arrays: dict[str, np.ndarray], *, on_epoch: OnEpoch, verbose: int = 0, keep_model: bool = False
+) -> list[RepeatResult]:
+    seeds = list(program.seeds)
+    X, y = jnp.asarray(arrays["X_train"]), jnp.asarray(arrays["y_train"])
+    lanes = len(seeds)
+    results: list[RepeatResult] = []
+    while len(results) < len(seeds):
+        start = len(results)
+        group = seeds[start : start + lanes]
+        try:
+            results += _train_lanes(program, group, start, X, y, arrays, on_epoch, keep_model)
+        except TooManyLanes as exc:
+            if len(group) == 1:
+                raise
+            lanes = max(1, min(exc.fitting, len(group) - 1))
+    return results
+
+
+def _lane(program: Program, seed: int, n: int, x0: np.ndarray, y0: np.ndarray):
+    """One repeat's model, built exactly as the fit engine builds it for `seed`, with its optimizer
+    and metric variables built as `fit` builds them; and its shuffling stream, advanced as `fit`'s."""
+    config = program.config
+    keras.utils.set_random_seed(seed)
+    model = models.build(program.dataset, program.arch, config.units, config.dropout, **program.shape)
+    model._symbolic_build(data_batch=(x0, y0))  # what fit() does first (Keras's own, private, step)
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in model.optimizer.variables],
+        [v.value for v in model.metrics_variables],
+    )
+    stream = np.random.RandomState(seed)  # fit shuffles with np.random, which set_random_seed seeds...
+    stream.permutation(n)  # ...and spends one permutation on that build (it reads the first batch)
+    return model, state, stream
+
+
+def _stack(trees: list):
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _train_lanes(
+    program: Program, seeds: list[int], offset: int, X, y, arrays, on_epoch: OnEpoch, keep_model: bool
+) -> list[RepeatResult]:
+    config = program.config
+    n, batch = len(arrays["X_train"]), config.batch_size
+    built = [_lane(program, seed, n, arrays["X_train"][:batch], arrays["y_train"][:batch]) for seed in seeds]
+    model = built[0][0]
+    state = _stack([s for _, s, _ in built])
+    fresh_metrics = jax.tree.map(jnp.zeros_like, state[3])
+    streams = [stream for _, _, stream in built]
+
+    def step(lane_state, index, X, y):
+        return model.train_step(lane_state, (X[index], y[index]))
+
+    started = time.perf_counter()  # compiling counts as training, as it does inside fit()
+    jitted = jax.jit(jax.vmap(step, in_axes=(0, 0, None, None)), donate_argnums=0)
+    full = jnp.zeros((len(seeds), batch), dtype=jnp.int32)
+    compiled = jitted.lower(state, full, X, y).compile()
+    fitting = lanes_that_fit(compiled, len(seeds), X.nbytes + y.nbytes)
+    if fitting < len(seeds):
+        raise TooManyLanes(f"{len(seeds)} lanes need more than the free device memory", fitting)
+
+    raw = [{"loss": [], "accuracy": []} for _ in seeds]
+    failed: set[int] = set()
+    for epoch in range(1, config.epochs + 1):
+        state = (state[0], state[1], state[2], jax.tree.map(jnp.copy, fresh_metrics))
+        order = np.stack([stream.permutation(n) for stream in streams]).astype(np.int32)
+        for start in range(0, n, batch):
+            index = order[:, start : start + batch]
+            run = compiled if index.shape[1] == batch else jitted
+            try:
+                logs, state = run(state, index, X, y)
+            except jax.errors.JaxRuntimeError as exc:
+                if epoch == 1 and start == 0 and "RESOURCE_EXHAUSTED" in str(exc):
+                    raise TooManyLanes(str(exc), len(seeds) // 2) from None
+                raise
+        values = {k: np.asarray(v, dtype=np.float64) for k, v in logs.items() if k in ("loss", "accuracy")}
+        for lane in range(len(seeds)):
+            if lane in failed:
+                continue
+            lane_logs = {k: float(v[lane]) for k, v in values.items()}
+            for key, value in lane_logs.items():
+                raw[lane][key].append(value)
+            on_epoch(offset + lane, epoch, lane_logs)
+            if not math.isfinite(lane_logs["loss"]):
+                failed.add(lane)
+        if len(failed) == len(seeds):
+            break
+    seconds = (time.perf_counter() - started) / len(seeds)  # each repeat's share of the program
+
+    probs = predict(model, state, arrays["X_test"], max(256, batch))
+    results = []
+    for lane, seed in enumerate(seeds):
+        history, failure = finite_history(raw[lane])
+        result = RepeatResult(seed, history, seconds, failure=failure, lanes=tuple(seeds))
+        if failure is None and not np.all(np.isfinite(probs[lane])):
+            result.failure = "predictions on the test set are not finite"
+        if result.failure is None:
+            result.test_accuracy, result.test_loss, result.confusion = evaluate(
+                probs[lane], arrays["y_test"], program.shape.get("n_classes", 2)
+            )
+            if keep_model:
+                result.model = _with_weights(built[lane][0], state, lane)
+        results.append(result)
+    return results
+
+
+def predict(model, state, X_test: np.ndarray, batch: int) -> np.ndarray:
+    """Every lane's predicted probabilities on the test set, (lanes, N, outputs), in batches."""
+    forward = jax.jit(
+        jax.vmap(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0], in_axes=(0, 0, None))
+    )
+    parts = [
+        np.asarray(forward(state[0], state[1], jnp.asarray(X_test[i : i + batch])))
+        for i in range(0, len(X_test), batch)
+    ]
+    return np.concatenate(parts, axis=1)
+
+
+def _with_weights(model, state, lane: int):
+    """`model` (the lane's own, built for its seed) holding the lane's trained weights."""
+    for variable, value in zip(model.trainable_variables, state[0], strict=True):
+        variable.assign(value[lane])
+    for variable, value in zip(model.non_trainable_variables, state[1], strict=True):
+        variable.assign(value[lane])
+    return model
+
+
+def lanes_that_fit(compiled, lanes: int, shared_bytes: int) -> int:
+    """How many of `lanes` fit in the free device memory, by XLA's own estimate of the compiled
+    step's buffers; everything but the shared data arrays grows with the lanes."""
+    stats = compiled.memory_analysis()
+    free = free_memory()
+    if stats is None or free is None:
+        return lanes
+    needed = stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
+    budget = MEMORY_HEADROOM * free
+    if needed <= budget:
+        return lanes
+    per_lane = max(1, needed - shared_bytes) / lanes
+    return max(1, int((budget - shared_bytes) // per_lane))
+
+
+def free_memory() -> int | None:
+    """Free bytes on the device JAX computes on (host memory for the CPU)."""
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None

@@ -1,0 +1,69 @@
+"""Retrain one repeat from what MLflow recorded and compare its test accuracy with the recorded one.
+
+    python -m seqsweep.tools.rerun <child run id> [--prepared data/prepared/<dataset>]
+
+Run from the repository root (it reads params.yaml for the tracking URI, unless MLFLOW_TRACKING_URI
+is set). The run's params give the configuration and seed; its tags give the engine, the Keras
+backend and the lanes (the seeds trained in the same compiled program), so the program is rebuilt
+as it ran. The prepared data must be what trained it (its digest is checked). Exit status 0 when
+the accuracy is reproduced exactly, 1 when it differs or the rerun cannot be made."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from seqsweep import engines, grid, tracking
+from seqsweep.errors import SeqsweepError, exit_on_error
+from seqsweep.params import load_params
+
+
+def rerun(run_id: str, prepared: Path | None = None) -> tuple[float | None, float | None]:
+    """(recorded, reproduced) test accuracy of the child run `run_id`."""
+    uri = tracking.resolve_tracking_uri(load_params()["mlflow"]["tracking_uri"])
+    run = tracking.Tracker(uri).client.get_run(run_id)
+    p, tags = run.data.params, run.data.tags
+    if tags.get(tracking.KIND_TAG) != "repeat":
+        raise SeqsweepError(f"run {run_id} is not a repeat (seqsweep_kind = {tags.get(tracking.KIND_TAG)!r})")
+    dataset, arch, seed = p["dataset"], p["arch"], int(p["seed"])
+    engine, backend = tags.get("engine", "fit"), tags.get("backend", "tensorflow")
+    lanes = tuple(int(s) for s in tags.get("lanes", str(seed)).split(","))
+    engines.use(engines.Choice(engine, backend, "rerun"))
+
+    from seqsweep import train
+
+    prepared = prepared or Path("data/prepared") / dataset
+    arrays, meta = train.load_prepared(prepared, dataset)
+    digest = train.digest_files([*train.prepared_files(prepared).values(), prepared / "meta.json"])
+    if digest != tags.get("data_digest"):
+        raise SeqsweepError(
+            f"{prepared} has data digest {digest}, the run trained on {tags.get('data_digest')}: not the same data"
+        )
+    import keras
+
+    if keras.backend.backend() != backend:
+        raise SeqsweepError(f"the run trained on Keras backend {backend}; this process runs {keras.backend.backend()}")
+    config = grid.Config(int(p["units"]), int(p["batch_size"]), float(p["dropout"]), int(p["epochs"]))
+    program = engines.Program(dataset, arch, config, lanes, engines.shape_kwargs(dataset, meta, arrays["X_train"]))
+    result = engines.train(engine, program, arrays)[lanes.index(seed)]
+    return run.data.metrics.get("test_accuracy"), result.test_accuracy
+
+
+@exit_on_error
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqsweep.tools.rerun", description=__doc__.splitlines()[0])
+    parser.add_argument("run_id", help="an MLflow child run (one repeat)")
+    parser.add_argument("--prepared", type=Path, default=None, help="the prepared arrays (default data/prepared/<ds>)")
+    args = parser.parse_args(argv)
+    recorded, again = rerun(args.run_id, args.prepared)
+    same = recorded is not None and recorded == again
+    print(
+        f"run {args.run_id}: recorded test accuracy {recorded}, rerun {again}: "
+        f"{'reproduced exactly' if same else 'DIFFERENT'}"
+    )
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Where the training stage's cells run: side by side on this machine, or as Ray tasks on a cluster.
+
+- `train.workers: 1`: in the stage's own process, one cell after another.
+- `train.workers: N` or `auto`: a pool of N local worker processes (Python's ProcessPoolExecutor);
+  each is pinned to its share of the cores (CPU affinity, and TensorFlow, XLA, OpenMP and BLAS
+  threads set to match) or, on a GPU, to its share of the GPU's memory. `auto` is one worker per
+  core on a CPU (measured: two HAR trainings pinned to one core each do 1.6x the work of one using
+  both, see BENCHMARKS.md), capped by memory (about 1.5 GiB per worker) and by the number of cells;
+  one worker per GPU (several processes per GPU were not measured).
+- `RAY_ADDRESS` set (Ray's own variable): every cell is a Ray task on that cluster, asking for one
+  CPU, or one GPU for a fused program when the cluster has GPUs; the prepared arrays travel once
+  through Ray's object store, the code ships with the tasks (`py_modules`), and a task whose worker
+  dies is retried by Ray. Ray is not used for the one-machine default: it costs seconds and about
+  600 MB of daemons to start (BENCHMARKS.md) and is an optional install (`.[cluster]`).
+
+Every cell logs its own MLflow runs (`seqsweep.train.run_cell`), so results, resume and reuse are
+the same wherever it ran; `run` yields each cell's result as it completes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from seqsweep.errors import SeqsweepError
+
+GIB = 1 << 30
+MEMORY_PER_WORKER = 1.5 * GIB  # a worker holding TensorFlow or JAX, a model and the data, measured ~1 GiB
+RAY_RETRIES = 3  # attempts Ray makes again when a cell's worker process dies
+# What a Ray worker elsewhere needs from the stage's environment to log and train as it would.
+FORWARDED_ENV = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "KERAS_BACKEND",
+    "TF_DETERMINISTIC_OPS",
+    "XLA_FLAGS",
+    "TF_CPP_MIN_LOG_LEVEL",
+)
+
+
+def on_ray() -> bool:
+    """Whether cells go to a Ray cluster: RAY_ADDRESS is set, as Ray itself reads it."""
+    return bool(os.environ.get("RAY_ADDRESS"))
+
+
+def cluster_platform() -> str:
+    """'gpu' when the Ray cluster has GPUs (fused cells then go to GPU nodes), else 'cpu'."""
+    ray = _ray()
+    return "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+
+
+def count(setting: int | str, platform: str, cells: int) -> int:
+    """How many cells train side by side: `train.workers` resolved for this machine, or on a Ray
+    cluster the CPUs (GPUs for a GPU cluster) it offers; never more than there are cells."""
+    if on_ray():
+        resources = _ray().cluster_resources()
+        return max(1, min(int(resources.get("GPU" if platform == "gpu" else "CPU", 1)), cells))
+    if cells <= 1:
+        return 1
+    if setting != "auto":
+        return max(1, min(int(setting), cells))
+    if platform != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(cores, int(_available_memory() // MEMORY_PER_WORKER), cells))
+
+
+def _available_memory() -> float:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return float("inf")
+
+
+def run(
+    cells: list, arrays: dict[str, np.ndarray], prepared: Path, workers: int, platform: str, tracker
+) -> Iterator[tuple[object, object]]:
+    """Train `cells`; yield (cell, CellResult) as each completes, wherever it ran."""
+    from seqsweep.train import run_cell
+
+    if on_ray():
+        yield from _on_ray(cells, arrays, platform)
+    elif workers <= 1:
+        for cell in cells:
+            yield cell, run_cell(cell, arrays, tracker)
+    else:
+        yield from _on_pool(cells, prepared, workers, platform)
+
+
+# ---- a pool of local worker processes ----------------------------------------------------------
+
+_WORKER: dict = {}  # in a pool worker: its arrays and tracker
+
+
+def shares(workers: int, platform: str) -> list[dict]:
+    """Each worker's share of this machine: its cores on a CPU, its memory fraction on a GPU."""
+    if platform != "cpu":
+        return [{"gpu_memory_fraction": round(0.9 / workers, 3)} for _ in range(workers)]
+    cores = sorted(os.sched_getaffinity(0))
+    return [{"cores": cores[i::workers]} for i in range(workers)]
+
+
+def limit_threads(threads: int) -> dict[str, str]:
+    """The environment that keeps TensorFlow, XLA (JAX), OpenMP and BLAS to `threads` threads."""
+    env = {
+        name: str(threads)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+    }
+    env["TF_NUM_INTEROP_THREADS"] = "1"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        env["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    return env
+
+
+def _init_worker(slots, prepared: str) -> None:
+    share = slots.get()
+    if "cores" in share:
+        os.sched_setaffinity(0, share["cores"])
+        os.environ.update(limit_threads(len(share["cores"])))
+    else:
+        os.environ.update(
+            {"XLA_PYTHON_CLIENT_MEM_FRACTION": str(share["gpu_memory_fraction"]), "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+        )
+    from seqsweep.train import load_prepared
+
+    _WORKER["arrays"], _ = load_prepared(Path(prepared), mmap=True)
+
+
+def _in_worker(cell):
+    from seqsweep import tracking
+    from seqsweep.train import run_cell
+
+    if "tracker" not in _WORKER:
+        _WORKER["tracker"] = tracking.Tracker(cell.tracking_uri)
+    return run_cell(cell, _WORKER["arrays"], _WORKER["tracker"])
+
+
+def _on_pool(cells: list, prepared: Path, workers: int, platform: str):
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: Keras and threads set up anew
+    slots = context.Queue()
+    for share in shares(workers, platform):
+        slots.put(share)
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(slots, str(prepared))
+    ) as pool:
+        futures = {pool.submit(_in_worker, cell): cell for cell in cells}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+# ---- Ray -------------------------------------------------------------------------------------------
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise SeqsweepError("RAY_ADDRESS is set but Ray is not installed: pip install -e '.[cluster]'") from None
+    if not ray.is_initialized():
+        package = Path(__file__).resolve().parent
+        # Each cell asks for one CPU: its worker's thread pools are sized to match from the start.
+        env = {**{name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}, **limit_threads(1)}
+        ray.init(
+            runtime_env={"py_modules": [str(package)], "env_vars": env}, log_to_driver=False, logging_level="ERROR"
+        )
+    return ray
+
+
+def _ray_cell(cell, arrays):
+    """A cell as a Ray task (its thread limits came with the runtime environment)."""
+    from seqsweep.train import run_cell
+
+    return run_cell(cell, arrays)
+
+
+def _on_ray(cells: list, arrays: dict[str, np.ndarray], platform: str):
+    ray = _ray()
+    arrays_ref = ray.put(arrays)  # once per stage; every task reads it from the object store
+    task = ray.remote(_ray_cell)
+    pending = {}
+    for cell in cells:
+        gpus = 1 if cell.engine == "fused" and platform == "gpu" else 0
+        ref = task.options(num_cpus=1, num_gpus=gpus, max_retries=RAY_RETRIES, retry_exceptions=False).remote(
+            cell, arrays_ref
+        )
+        pending[ref] = cell
+    try:
+        while pending:
+            (done,), _ = ray.wait(list(pending), num_returns=1)
+            yield pending.pop(done), ray.get(done)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        print(f"workers: {len(cells) - len(pending)} of {len(cells)} cells done on Ray", file=sys.stderr)

@@ -1,0 +1,137 @@
+"""Specification of where training runs on one machine: cells side by side in local worker
+processes, each with its share of the cores, logging exactly as one worker would; and a store that
+cannot be used stopping the stage before any training, untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from params_file import TINY_GRID, write_params
+from train_fixtures import write_prepared_har
+
+from seqsweep import tracking, workers
+
+STAGE = ["-m", "seqsweep.train", "har", "lstm", "data/prepared/har", "runs/har-lstm.json"]
+
+
+def run_stage(ws: Path, **env) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "KERAS_BACKEND")}
+    return subprocess.run(
+        [sys.executable, *STAGE], cwd=ws, env={**base, **env}, capture_output=True, text=True, timeout=600
+    )
+
+
+def repeats_of(ws: Path) -> list[tuple]:
+    """(config, repeat, seed, status, accuracy) of every repeat in the run file, in order."""
+    doc = json.loads((ws / "runs/har-lstm.json").read_text())
+    return [
+        (key, r["repeat"], r["seed"], r["status"], r["test_accuracy"])
+        for key, config in doc["configs"].items()
+        for r in config["repeats"]
+    ]
+
+
+@pytest.mark.slow
+def test_two_workers_train_and_log_every_repeat_exactly_as_one_worker_does(tmp_path):
+    grid = TINY_GRID | {"model.units": [2, 3], "train.repeats": 2, "train.engine": "fit"}
+    results = {}
+    for n in (1, 2):
+        ws = tmp_path / f"workers-{n}"
+        ws.mkdir()
+        write_prepared_har(ws)
+        write_params(ws, grid | {"train.workers": n})
+        done = run_stage(ws)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"on {n} worker" in done.stderr
+        client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
+        runs = client.search_runs([client.get_experiment_by_name("har").experiment_id], max_results=100)
+        children = [r for r in runs if r.data.tags[tracking.KIND_TAG] == "repeat"]
+        assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+        assert sorted(r.info.run_id for r in children) == sorted(
+            json.loads((ws / "runs/har-lstm.json").read_text())["configs"][key]["repeats"][i]["mlflow_run_id"]
+            for key in ("u2-b16-d0p25-e1", "u3-b16-d0p25-e1")
+            for i in (0, 1)
+        )
+        results[n] = repeats_of(ws)
+    assert [r[:4] for r in results[2]] == [r[:4] for r in results[1]], "same repeats, seeds and outcomes"
+    assert [r[4] for r in results[2]] == pytest.approx([r[4] for r in results[1]], abs=1 / 32 + 1e-9)
+
+
+def test_each_local_worker_gets_its_own_cores_and_threads_to_match():
+    cores = sorted(os.sched_getaffinity(0))
+    shares = workers.shares(len(cores), "cpu")
+    assert sorted(c for share in shares for c in share["cores"]) == cores
+    assert all(len(share["cores"]) == 1 for share in shares)
+    env = workers.limit_threads(1)
+    assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == "1"
+    assert "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]
+    gpu = workers.shares(4, "gpu")
+    assert all(0 < share["gpu_memory_fraction"] <= 0.25 for share in gpu)
+
+
+def test_auto_is_one_worker_per_core_on_a_cpu_and_one_per_gpu_never_more_than_cells(monkeypatch):
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda _: set(range(16)))
+    monkeypatch.setattr(workers, "_available_memory", lambda: 64 * workers.GIB)
+    assert workers.count("auto", "cpu", 100) == 16
+    assert workers.count("auto", "cpu", 5) == 5
+    monkeypatch.setattr(workers, "_available_memory", lambda: 6 * workers.GIB)
+    assert workers.count("auto", "cpu", 100) == 4  # 1.5 GiB per worker
+    assert workers.count("auto", "gpu", 100) == 1
+    assert workers.count(3, "cpu", 100) == 3 and workers.count(3, "cpu", 2) == 2 and workers.count(8, "cpu", 1) == 1
+
+
+# ---- a store that cannot be used ----------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a database at all, just text" * 100, b"SQLite format 2\x00" + b"\x00" * 4080]
+)
+def test_a_damaged_sqlite_store_stops_the_stage_with_one_line_and_is_left_untouched(tmp_path, content):
+    write_prepared_har(tmp_path)
+    write_params(tmp_path, TINY_GRID)
+    (tmp_path / "mlflow.db").write_bytes(content)
+    before = _sha256(tmp_path / "mlflow.db")
+    done = run_stage(tmp_path)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: MLflow store {tmp_path / 'mlflow.db'} ") and "left untouched" in last
+    assert "Traceback" not in done.stderr
+    assert _sha256(tmp_path / "mlflow.db") == before and not (tmp_path / "runs").exists()
+
+
+def test_a_store_with_a_damaged_page_is_named_with_sqlites_own_words(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    tracking.Tracker(f"sqlite:///{db}", tmp_path)  # a real, empty MLflow store
+    data = bytearray(db.read_bytes())
+    data[4096:] = b"\xff" * (len(data) - 4096)  # every page but the first (the header and schema)
+    db.write_bytes(bytes(data))
+    with pytest.raises(sqlite3.DatabaseError):
+        sqlite3.connect(db).execute("select count(*) from experiments").fetchall()
+    with pytest.raises(tracking.StoreError, match=r"MLflow store sqlite:///.*: .*(malformed|not a database)"):
+        with tracking.store_errors(f"sqlite:///{db}"):
+            tracking.Tracker(f"sqlite:///{db}", tmp_path)
+
+
+def test_an_unreachable_tracking_server_stops_the_stage_before_training(tmp_path):
+    from tracking_server import free_port
+
+    write_prepared_har(tmp_path)
+    write_params(tmp_path, TINY_GRID)
+    url = f"http://127.0.0.1:{free_port()}"
+    done = run_stage(tmp_path, MLFLOW_TRACKING_URI=url)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == f"error: MLflow store {url}: cannot connect to it"
+    assert not (tmp_path / "runs").exists()
