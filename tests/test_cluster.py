@@ -203,7 +203,7 @@ def test_requests_without_credentials_are_refused_and_the_pipelines_with_them_su
 
 
 def test_a_tracking_server_restarted_mid_grid_loses_no_repeat(store, tmp_path):
-    ws = workspace(tmp_path, "restart", **{"model.units": [4, 5, 6, 7], "train.repeats": 1, "train.epochs": 2})
+    ws = workspace(tmp_path, "restart", **{"model.units": [4, 5, 6, 7], "train.repeats": 1})
     proc = stage(ws, store.env())
     wait_for(lambda: "FINISHED" in statuses(store, ("4", "5", "6", "7")), "a first finished repeat", proc=proc)
     store.server.restart(down_seconds=3)
@@ -216,7 +216,7 @@ def test_a_tracking_server_restarted_mid_grid_loses_no_repeat(store, tmp_path):
 def test_a_server_down_past_the_retry_limit_stops_the_stage_naming_it_and_the_rerun_reuses_what_finished(
     store, tmp_path
 ):
-    ws = workspace(tmp_path, "down", **{"model.units": [8, 9, 11, 12], "train.repeats": 1, "train.epochs": 2})
+    ws = workspace(tmp_path, "down", **{"model.units": [8, 9, 11, 12], "train.repeats": 1})
     quick = {**store.env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     proc = stage(ws, quick)
     wait_for(lambda: "FINISHED" in statuses(store, ("8", "9", "11", "12")), "a first finished repeat", proc=proc)

@@ -256,6 +256,17 @@ def test_results_are_labelled_synthetic_and_say_where_table_plots_and_mlflow_are
     assert f"ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in text
 
 
+def test_results_link_straight_to_each_experiments_runs_table(tmp_path):
+    from seqsweep import tracking
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "comparison.md").write_text("| rank | arch |\n")
+    har = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path).experiment_id("har")
+    text = demo.results_text(tmp_path, None)
+    assert f"http://127.0.0.1:5000/#/experiments/{har}/runs (har)" in text
+    assert "Model training" in text
+
+
 def test_results_without_a_comparison_table_name_the_report_stage(tmp_path):
     with pytest.raises(demo.DemoError, match="comparison.md is missing .* report stage"):
         demo.results_text(tmp_path, None)

@@ -358,6 +358,21 @@ def mlflow_command(demo: Path) -> str:
     )
 
 
+def experiment_ids(demo: Path) -> dict[str, str]:
+    """The demo store's experiment ids by name (har, imdb), for direct links; none without a store."""
+    import sqlite3
+
+    db = demo / "mlflow.db"
+    if not db.is_file():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            rows = con.execute("select name, experiment_id from experiments where name in ('har', 'imdb')").fetchall()
+    except sqlite3.Error:
+        return {}
+    return {name: str(eid) for name, eid in sorted(rows)}
+
+
 def results_text(demo: Path, plots_html: Path | None) -> str:
     """What the demo prints at the end: the comparison table and where to look next, labelled SYNTHETIC."""
     table_path = demo / "metrics" / "comparison.md"
@@ -378,10 +393,12 @@ def results_text(demo: Path, plots_html: Path | None) -> str:
     ]
     if plots_html is not None:
         lines.append(f"{LABEL} plots:             {plots_html}  (rendered by `cd {demo} && dvc plots show`)")
+    links = [f"http://127.0.0.1:5000/#/experiments/{eid}/runs ({name})" for name, eid in experiment_ids(demo).items()]
     lines += [
         f"{LABEL} MLflow UI:         {mlflow_command(demo)}",
-        f"{LABEL}                    then open http://127.0.0.1:5000 (experiments `har` and `imdb`; the "
-        f"`summary` run holds the table and plots)",
+        f"{LABEL}                    then open {', '.join(links) or 'http://127.0.0.1:5000'}; MLflow 3 opens on",
+        f"{LABEL}                    its GenAI view: switch to 'Model training'. The `summary` run holds the",
+        f"{LABEL}                    table and plots.",
         f"{LABEL} run again:         python -m seqsweep.tools.demo  (serves the archives again; DVC reruns only "
         f"what changed)",
         rule,
