@@ -122,21 +122,27 @@ def backend_for(engine: str) -> str:
         return "jax"
 
 
-def study_estimate(rows: list[dict], engine: str, lanes: int) -> tuple[float, int] | None:
+def study_estimate(rows: list[dict], engine: str, lanes: int, gpu: bool = False) -> tuple[float, int] | None:
     """Seconds for the default study (3 units x 3 batch sizes x 2 dropouts x 10 repeats, every
     architecture) with `engine` at `lanes` repeats per program, and how many of the 81 (architecture,
-    units, batch) settings were measured: a setting not measured costs its architecture's mean."""
+    units, batch) settings were measured: a setting not measured costs its architecture's mean.
+    `engine` "auto": each architecture with the engine `train.engine: auto` picks for it."""
+    from seqsweep.engines import FUSED_ON_CPU
+
     total, measured = 0.0, 0
     for dataset, archs in STUDY.items():
         for arch, epochs in archs.items():
+            picked = engine
+            if engine == "auto":
+                picked = "fused" if gpu or f"{dataset}:{arch}" in FUSED_ON_CPU else "fit"
             costs = []
             for row in rows:
-                if (row["engine"], row["dataset"], row["arch"]) != (engine, dataset, arch):
+                if (row["engine"], row["dataset"], row["arch"]) != (picked, dataset, arch):
                     continue
-                if engine == "fused" and row["lanes"] != lanes:
+                if picked == "fused" and row["lanes"] != lanes:
                     continue
                 scale = FULL_N[dataset] / row["n_train"]
-                per_program_repeats = 1 if engine == "fit" else lanes
+                per_program_repeats = 1 if picked == "fit" else lanes
                 programs = DROPOUTS * -(-REPEATS // per_program_repeats)
                 costs.append(
                     programs
@@ -225,12 +231,13 @@ def main() -> None:
 
     device = gpu or f"cpu: {parallel} workers of {args.cores} core(s)"
     print(f"\ndevice: {device}; study: 9 architectures x 18 configurations x 10 repeats")
-    for engine in args.engines.split(","):
-        for lanes in [1] if engine == "fit" else args.lanes:
-            estimate = study_estimate(rows, engine, lanes)
+    measured = args.engines.split(",")
+    for engine in measured + ["auto"] * ({"fit", "fused"} <= set(measured)):
+        for lanes in [1] if engine == "fit" else [max(args.lanes)] if engine == "auto" else args.lanes:
+            estimate = study_estimate(rows, engine, lanes, gpu=gpu is not None)
             estimate = estimate and (estimate[0] / parallel, estimate[1])
             if estimate:
-                label = "fit" if engine == "fit" else f"fused R={lanes}"
+                label = {"fit": "fit", "fused": f"fused R={lanes}", "auto": f"auto (R={lanes})"}[engine]
                 print(
                     f"  {label:12} estimated wall time of the whole study: {estimate[0] / 3600:8.2f} h "
                     f"({estimate[1]} of 81 settings measured)"

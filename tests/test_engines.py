@@ -159,19 +159,22 @@ def test_the_fused_engine_learns_what_the_fit_engine_learns():
     assert abs(a.mean - b.mean) <= min(a.std, b.std), (a, b)
 
 
-def test_auto_is_fit_on_a_cpu_and_falls_back_to_fit_when_the_backend_is_forced(monkeypatch):
+def test_auto_is_fused_on_a_gpu_and_on_a_cpu_where_measured_faster_and_falls_back_to_fit_when_forced(monkeypatch):
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setattr(engines, "_jax_platform", lambda: "gpu")
     monkeypatch.setitem(sys.modules, "keras", None)  # as in a fresh stage process: Keras not loaded yet
-    assert engines.choose("auto").engine == "fused"
+    assert engines.choose("auto", model="har:convlstm").engine == "fused"
     monkeypatch.setattr(engines, "_jax_platform", lambda: "cpu")
-    assert engines.choose("auto").engine == "fit"
+    assert engines.choose("auto", model="har:lstm").engine == "fused"
+    assert engines.choose("auto", model="har:convlstm").engine == "fit"
+    assert engines.choose("auto", model="har:toy").engine == "fit"  # not measured: the tutorials' way
+    assert engines.choose("auto", "gpu", "har:convlstm").engine == "fused"  # a Ray cluster with GPUs
     monkeypatch.setattr(engines, "_jax_platform", lambda: None)
-    choice = engines.choose("auto")
+    choice = engines.choose("auto", model="har:lstm")
     assert choice.engine == "fit" and "JAX is not installed" in choice.reason
     monkeypatch.setattr(engines, "_jax_platform", lambda: "gpu")
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    choice = engines.choose("auto")
+    choice = engines.choose("auto", model="har:lstm")
     assert (choice.engine, choice.backend) == ("fit", "tensorflow") and "KERAS_BACKEND=tensorflow" in choice.reason
     with pytest.raises(engines.EngineUnavailable, match="KERAS_BACKEND=tensorflow"):
         engines.choose("fused")

@@ -76,15 +76,22 @@ def test_each_local_worker_gets_its_own_cores_and_threads_to_match():
     assert all(0 < share["gpu_memory_fraction"] <= 0.25 for share in gpu)
 
 
-def test_auto_is_one_worker_per_core_on_a_cpu_and_one_per_gpu_never_more_than_cells(monkeypatch):
+def test_auto_is_one_fused_worker_per_core_one_fit_worker_per_two_and_one_per_gpu_never_more_than_cells(
+    monkeypatch,
+):
     monkeypatch.setattr(workers.os, "sched_getaffinity", lambda _: set(range(16)))
     monkeypatch.setattr(workers, "_available_memory", lambda: 64 * workers.GIB)
-    assert workers.count("auto", "cpu", 100) == 16
-    assert workers.count("auto", "cpu", 5) == 5
+    assert workers.count("auto", "cpu", 100, "fused") == 16
+    assert workers.count("auto", "cpu", 100, "fit") == 8  # TensorFlow's fit uses two threads well
+    assert workers.count("auto", "cpu", 5, "fused") == 5
     monkeypatch.setattr(workers, "_available_memory", lambda: 6 * workers.GIB)
-    assert workers.count("auto", "cpu", 100) == 4  # 1.5 GiB per worker
-    assert workers.count("auto", "gpu", 100) == 1
-    assert workers.count(3, "cpu", 100) == 3 and workers.count(3, "cpu", 2) == 2 and workers.count(8, "cpu", 1) == 1
+    assert workers.count("auto", "cpu", 100, "fused") == 4  # 1.5 GiB per worker
+    assert workers.count("auto", "gpu", 100, "fused") == 1
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda _: {0})
+    assert workers.count("auto", "cpu", 100, "fit") == 1
+    for engine in ("fit", "fused"):
+        assert workers.count(3, "cpu", 100, engine) == 3
+        assert workers.count(3, "cpu", 2, engine) == 2 and workers.count(8, "cpu", 1, engine) == 1
 
 
 # ---- a store that cannot be used ----------------------------------------------------------------------

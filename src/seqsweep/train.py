@@ -298,7 +298,7 @@ def train_arch(dataset: str, arch: str, prepared: Path, params: dict) -> dict:
             "(README, Scaling out)"
         )
     platform = workers.cluster_platform() if workers.on_ray() else engines.local_platform()
-    choice = engines.choose(train_params["engine"], platform)
+    choice = engines.choose(train_params["engine"], platform, f"{dataset}:{arch}")
     if not choice.reason.startswith("asked for"):
         print(f"{stage}: engine {choice.engine} on {choice.backend} ({choice.reason})", file=sys.stderr)
     configure_backend(choice, train_params["deterministic"])
@@ -381,7 +381,7 @@ def train_arch(dataset: str, arch: str, prepared: Path, params: dict) -> dict:
     timing.mlflow_seconds += tracker.seconds - started
 
     total = len(configs) * repeats
-    n_workers = workers.count(train_params["workers"], platform, sum(len(p[1]) for p in plans))
+    n_workers = workers.count(train_params["workers"], platform, sum(len(p[1]) for p in plans), choice.engine)
     parts = -(-n_workers // max(1, len(plans)))  # fused programs split so that every worker has one
     cells = [cell for plan in plans for cell in plan_cells(*plan, parts=parts)]
     where = "Ray" if workers.on_ray() else f"{n_workers} worker{'s' * (n_workers > 1)}"

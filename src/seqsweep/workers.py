@@ -3,10 +3,12 @@
 - `train.workers: 1`: in the stage's own process, one cell after another.
 - `train.workers: N` or `auto`: a pool of N local worker processes (Python's ProcessPoolExecutor);
   each is pinned to its share of the cores (CPU affinity, and TensorFlow, XLA, OpenMP and BLAS
-  threads set to match) or, on a GPU, to its share of the GPU's memory. `auto` is one worker per
-  core on a CPU (measured: two HAR trainings pinned to one core each do 1.6x the work of one using
-  both, see BENCHMARKS.md), capped by memory (about 1.5 GiB per worker) and by the number of cells;
-  one worker per GPU (several processes per GPU were not measured).
+  threads set to match) or, on a GPU, to its share of the GPU's memory. `auto`, as measured on a
+  2-core CPU (BENCHMARKS.md): for the fused engine one worker per core (a JAX program on one core
+  each did 1.3x the repeats per hour of one program on both); for the fit engine one per two cores
+  (TensorFlow's fit halves its epoch time from one thread to two, so two workers of one core each
+  did no more than one of two). Capped by memory (about 1.5 GiB per worker) and by the number of
+  cells; one worker per GPU (several processes per GPU were not measured).
 - `RAY_ADDRESS` set (Ray's own variable): every cell is a Ray task on that cluster, asking for one
   CPU, or one GPU for a fused program when the cluster has GPUs; the prepared arrays travel once
   through Ray's object store, the code ships with the tasks (`py_modules`), and a task whose worker
@@ -58,9 +60,9 @@ def cluster_platform() -> str:
     return "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
-def count(setting: int | str, platform: str, cells: int) -> int:
-    """How many cells train side by side: `train.workers` resolved for this machine, or on a Ray
-    cluster the CPUs (GPUs for a GPU cluster) it offers; never more than there are cells."""
+def count(setting: int | str, platform: str, cells: int, engine: str) -> int:
+    """How many cells train side by side: `train.workers` resolved for this machine and `engine`,
+    or on a Ray cluster the CPUs (GPUs for a GPU cluster) it offers; never more than there are cells."""
     if on_ray():
         resources = _ray().cluster_resources()
         return max(1, min(int(resources.get("GPU" if platform == "gpu" else "CPU", 1)), cells))
@@ -71,7 +73,8 @@ def count(setting: int | str, platform: str, cells: int) -> int:
     if platform != "cpu":
         return 1
     cores = len(os.sched_getaffinity(0))
-    return max(1, min(cores, int(_available_memory() // MEMORY_PER_WORKER), cells))
+    per_worker = 2 if engine == "fit" else 1  # cores one worker uses well (see the module's docstring)
+    return max(1, min(cores // per_worker, int(_available_memory() // MEMORY_PER_WORKER), cells))
 
 
 def _available_memory() -> float:

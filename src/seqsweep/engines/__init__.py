@@ -8,7 +8,8 @@ resume and the grid stay in the stage.
   (its loss, Keras's optimizer through `stateless_apply`, its metrics) vmapped over stacked
   per-repeat variables. Each lane is initialised, shuffled and dropped out exactly as `fit` would
   for its seed on the JAX backend, so a fused repeat is the fit repeat of the same seed, batched.
-- `auto`: fused where it is faster (a GPU), fit where it is not (see `choose`).
+- `auto`: fused where it was measured faster (a GPU; on a CPU the architectures in
+  `FUSED_ON_CPU`), fit elsewhere (see `choose`).
 
 The backend is fixed when Keras is first imported, so `choose` runs before that and sets
 KERAS_BACKEND; nothing here imports Keras or JAX at module level."""
@@ -29,6 +30,12 @@ from seqsweep.grid import Config
 
 ENGINES = ("fit", "fused")
 EPSILON = 1e-7  # Keras's clipping for cross-entropy on probabilities
+
+# Where the fused engine trained a repeat at least as fast as the fit engine on a CPU at every size
+# measured (one core each, units 10/100/200; bench/bench_engines.py, BENCHMARKS.md): the recurrent
+# models whose many small steps XLA compiles into one loop. The convolutional ones (convlstm, cnn1d),
+# IMDB's lstm and cnn_lstm, and lstm_dropout (fused 4% slower at units 200) stay on fit with `auto`.
+FUSED_ON_CPU = frozenset({"har:lstm", "har:cnn_lstm", "har:stacked_lstm", "imdb:lstm_recurrent_dropout"})
 
 # (index of the repeat in its program, epoch from 1, {"loss": ..., "accuracy": ...}) after every epoch
 OnEpoch = Callable[[int, int, dict], None]
@@ -88,15 +95,16 @@ def local_platform() -> str:
     return _jax_platform() or "cpu"
 
 
-def choose(requested: str, platform: str | None = None) -> Choice:
-    """Resolve train.engine (`auto`, `fit` or `fused`) for `platform` (where the cells will train:
-    this machine by default, or a Ray cluster's 'gpu'/'cpu'), before Keras is imported.
+def choose(requested: str, platform: str | None = None, model: str = "") -> Choice:
+    """Resolve train.engine (`auto`, `fit` or `fused`) for `model` ('har:lstm') on `platform` (where
+    the cells will train: this machine by default, or a Ray cluster's 'gpu'/'cpu'), before Keras is
+    imported.
 
-    auto picks fused on an accelerator and fit on a CPU, where the measured cost per repeat of the
-    fused engine was not lower (BENCHMARKS.md, bench/bench_engines.py): both do the same arithmetic
-    and a CPU has no idle width for the lanes to fill. A backend forced with KERAS_BACKEND, a
-    missing JAX or an already-imported Keras on another backend make auto fall back to fit;
-    an explicit `fused` that cannot run is an error before any training."""
+    auto picks fused on an accelerator, where one repeat leaves the device mostly idle and the lanes
+    fill it; on a CPU, fused for the models in FUSED_ON_CPU and fit for the others, as measured.
+    A backend forced with KERAS_BACKEND, a missing JAX or an already-imported Keras on another
+    backend make auto fall back to fit; an explicit `fused` that cannot run is an error before any
+    training."""
     forced = os.environ.get("KERAS_BACKEND")
     loaded = sys.modules.get("keras")
     loaded_backend = loaded.backend.backend() if loaded is not None and hasattr(loaded, "backend") else None
@@ -117,8 +125,12 @@ def choose(requested: str, platform: str | None = None) -> Choice:
         return Choice("fused", "jax", "asked for (train.engine: fused)")
     if blocker:
         return Choice("fit", loaded_backend or forced or "tensorflow", f"auto: fit, because {blocker}")
+    if platform == "cpu" and model not in FUSED_ON_CPU:
+        return Choice(
+            "fit", forced or "tensorflow", f"auto: fit, measured as fast or faster for {model or 'this model'} on a CPU"
+        )
     if platform == "cpu":
-        return Choice("fit", forced or "tensorflow", "auto: fit on CPU, where fused saves no time per repeat")
+        return Choice("fused", "jax", f"auto: fused, measured faster for {model} on a CPU")
     return Choice("fused", "jax", f"auto: fused on the {platform.upper()} (many repeats per compiled program)")
 
 
