@@ -13,7 +13,6 @@ fresh process with its own SQLite MLflow store; the wall time includes everythin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,22 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
+from har_arrays import write_prepared_har
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = ["-m", "seqsweep.train", "har", "lstm", "data/prepared/har", "runs/har-lstm.json"]
 
 
 def workspace(root: Path, epochs: int, repeats: int, workers, engine: str) -> None:
-    rng = np.random.default_rng(0)
-    folder = root / "data/prepared/har"
-    folder.mkdir(parents=True)
-    for split, n in (("train", 7352), ("test", 2947)):
-        np.save(folder / f"X_{split}.npy", rng.normal(size=(n, 128, 9)).astype(np.float32))
-        np.save(folder / f"y_{split}.npy", rng.integers(0, 6, n))
-    classes = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"]
-    (folder / "meta.json").write_text(json.dumps({"official": False, "classes": classes}))
+    write_prepared_har(root)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"].update(units=100, dropout=[0.25, 0.5])
     params["train"].update(batch_size=64, repeats=repeats, epochs=epochs, workers=workers, engine=engine)
