@@ -5,7 +5,7 @@
   each is pinned to its share of the cores (CPU affinity, and TensorFlow, XLA, OpenMP and BLAS
   threads set to match) or, on a GPU, to its share of the GPU's memory. `auto`, as measured on a
   2-core CPU (BENCHMARKS.md): for the fused engine one worker per core (a JAX program on one core
-  each did 1.3x the repeats per hour of one program on both); for the fit engine one per two cores
+  each did 1.67x the repeats per hour of one program on both); for the fit engine one per two cores
   (TensorFlow's fit halves its epoch time from one thread to two, so two workers of one core each
   did no more than one of two). Capped by memory (about 1.5 GiB per worker) and by the number of
   cells; one worker per GPU (several processes per GPU were not measured).
