@@ -17,8 +17,8 @@ layout, prepared by the real stage code), lstm, units 100, batch 64, dropout 0.5
 
 Every training run is kept in --workdir (keyed by the data's digest, engine, backend, seeds and
 epochs), so a rerun with more repeats trains only the new ones; use a fresh --workdir after changing
-the engines. Prints mean +/- std of each engine,
-Welch's p, the drift of the lanes trained alone, and how far fit on JAX is from the same lanes."""
+the engines. Prints mean +/- std of each engine, Welch's p, the drift of the lanes trained alone,
+and how far fit on JAX is from the same lanes."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+from seqsweep import atomic
 
 SCRIPT = """
 import json, sys, time
@@ -62,9 +64,10 @@ def run(prepared: Path, engine: str, seeds: list[int], epochs: int, backend: str
         text=True,
         check=True,
     )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
     kept.parent.mkdir(exist_ok=True)
-    kept.write_text(proc.stdout.strip().splitlines()[-1])
-    return json.loads(kept.read_text())
+    atomic.write_json(kept, result)  # a run killed mid-write is never taken as kept
+    return result
 
 
 def fit_runs(prepared: Path, seeds: list[int], epochs: int, backend: str) -> dict:
@@ -82,6 +85,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the data and every run (default: a temp dir)")
     args = parser.parse_args()
+    if min(args.repeats, args.fit_repeats) < 2:
+        parser.error("--repeats and --fit-repeats must be at least 2 (a std and Welch's test need two)")
 
     import numpy as np
 

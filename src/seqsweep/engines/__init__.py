@@ -125,12 +125,10 @@ def choose(requested: str, platform: str | None = None, model: str = "") -> Choi
         return Choice("fused", "jax", "asked for (train.engine: fused)")
     if blocker:
         return Choice("fit", loaded_backend or forced or "tensorflow", f"auto: fit, because {blocker}")
-    if platform == "cpu" and model not in FUSED_ON_CPU:
-        return Choice(
-            "fit", forced or "tensorflow", f"auto: fit, measured as fast or faster for {model or 'this model'} on a CPU"
-        )
     if platform == "cpu":
-        return Choice("fused", "jax", f"auto: fused, measured faster for {model} on a CPU")
+        if model in FUSED_ON_CPU:
+            return Choice("fused", "jax", f"auto: fused, measured faster for {model} on a CPU")
+        return Choice("fit", forced or "tensorflow", f"auto: fit, measured as fast or faster for {model} on a CPU")
     return Choice("fused", "jax", f"auto: fused on the {platform.upper()} (many repeats per compiled program)")
 
 
