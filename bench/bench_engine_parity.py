@@ -37,8 +37,8 @@ from seqsweep import atomic
 SCRIPT = """
 import json, sys, time
 import numpy as np
-from seqsweep import engines, grid, train
-arrays, meta = train.load_prepared(sys.argv[1], "har")
+from seqsweep import engines, grid, prepared
+arrays, meta = prepared.load(sys.argv[1], "har")
 engine, seeds, epochs = sys.argv[2], tuple(int(s) for s in sys.argv[3].split(",")), int(sys.argv[4])
 program = engines.Program("har", "lstm", grid.Config(100, 64, 0.5, epochs), seeds,
                           engines.shape_kwargs("har", meta, arrays["X_train"]))

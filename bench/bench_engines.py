@@ -181,7 +181,7 @@ def main() -> None:
         args.n_train = args.n_train
         return worker(args)
 
-    from seqsweep import workers
+    from seqsweep.runtime import Runtime
 
     gpu = _gpu()
     parallel = 1 if gpu else max(1, len(os.sched_getaffinity(0)) // args.cores)
@@ -210,9 +210,12 @@ def main() -> None:
                 "--n-test",
                 str(args.n_test),
             ]
-            env = {**os.environ, "KERAS_BACKEND": backend_for(engine), "TF_CPP_MIN_LOG_LEVEL": "3"}
+            run_as = Runtime(engine, backend_for(engine), "gpu" if gpu else "cpu", deterministic=True)
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
             if gpu is None:  # a CPU: pinned like a local worker, threads to match
-                env.update(workers.limit_threads(args.cores))
+                env.update(run_as.env(threads=args.cores))
+            else:
+                env.update(run_as.env())
                 cmd += ["--pin", ",".join(map(str, sorted(os.sched_getaffinity(0))[: args.cores]))]
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             for line in proc.stdout:

@@ -71,3 +71,13 @@ def workspace(tmp_path, server, monkeypatch):
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """A stage run in this process sets its runtime (KERAS_BACKEND, XLA_FLAGS...) in os.environ, as it
+    does in its own process; restore the environment so later tests start processes as users do."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -1,25 +1,10 @@
 """A real local multi-node Ray cluster for tests: started with `ray start`, stopped by process id.
 
-Usage (pytest):
-
-    import pytest
-    from cluster import start_cluster
-
-    @pytest.fixture(scope="session")
-    def ray_cluster(tmp_path_factory):
-        c = start_cluster(tmp_path_factory.mktemp("ray"), nodes=2, cpus_per_node=1)
-        try:
-            yield c
-        finally:
-            c.stop()
-
-    def test_x(ray_cluster, monkeypatch):
-        for k, v in ray_cluster.driver_env.items():  # RAY_ADDRESS + RAY_AUTH_* vars
-            monkeypatch.setenv(k, v)                 # ray.init() honours RAY_ADDRESS
-        ray_cluster.ray_init(runtime_env={"py_modules": [...]})  # in-process driver
-        try: ...
-        finally: ray.shutdown()
-        # or a subprocess driver:  subprocess.run([...], env=ray_cluster.env())
+    cluster = start_cluster(tmp_path, nodes=2, cpus_per_node=1)
+    try:
+        subprocess.run([...], env={**os.environ, **cluster.driver_env})  # RAY_ADDRESS + token auth
+    finally:
+        cluster.stop()
 
 Design:
 * Every node is one `ray start ... --block` process started with
@@ -40,6 +25,7 @@ Design:
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -50,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tracking_server import free_port
+
 # Unix socket paths are limited to 107 bytes; Ray puts sockets in
 # <temp_dir>/session_YYYY-MM-DD_HH-MM-SS_ffffff_PID/sockets/plasma_store (~60 chars).
 _MAX_TEMP_DIR_LEN = 40
@@ -57,12 +45,6 @@ _MAX_TEMP_DIR_LEN = 40
 
 class RayClusterError(RuntimeError):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: Path, n: int = 40) -> str:
@@ -118,7 +100,6 @@ class RayCluster:
     workdir: Path  # where the ray start stdout/stderr logs are written
     procs: list[subprocess.Popen] = field(default_factory=list)  # [head, node1, ...]
     log_files: list[Path] = field(default_factory=list)
-    startup_s: float = 0.0
     auth_env: dict[str, str] = field(default_factory=dict)  # RAY_AUTH_* vars drivers need
     _owns_temp_dir: bool = False
     _seen_pids: set = field(default_factory=set)
@@ -137,27 +118,6 @@ class RayCluster:
     def driver_env(self) -> dict[str, str]:
         """Only the variables a driver needs (e.g. for monkeypatch.setenv)."""
         return {"RAY_ADDRESS": self.address, "RAY_USAGE_STATS_ENABLED": "0", **self.auth_env}
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """Full environment for a driver subprocess that should connect to this cluster."""
-        e = dict(os.environ)
-        e.update(self.driver_env)
-        e.update(extra)
-        return e
-
-    def ray_init(self, **init_kwargs):
-        """ray.init() in THIS process, connected to this cluster.
-
-        Puts driver_env into os.environ (use monkeypatch beforehand if it must be undone)
-        and refreshes Ray's cached C++ config: RAY_AUTH_MODE is read once when `ray` is
-        imported, so setting it after `import ray` is otherwise ignored and ray.init()
-        fails after ~20 s with "InvalidAuthToken".
-        """
-        os.environ.update(self.driver_env)
-        refresh_ray_auth_config()
-        import ray
-
-        return ray.init(address=self.address, **init_kwargs)
 
     def all_pids(self) -> list[int]:
         """Every live process of the cluster (members of the leaders' sessions)."""
@@ -252,24 +212,6 @@ class RayCluster:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
         return killed
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-def refresh_ray_auth_config() -> None:
-    """Make an already-imported ray re-read RAY_AUTH_MODE / RAY_AUTH_TOKEN(_PATH) from os.environ.
-
-    Uses the same private calls Ray 2.60 itself uses (ray._private.authentication.
-    authentication_token_setup._enable_token_auth / ensure_token_if_auth_enabled).
-    """
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
-
 
 def _is_ray_process(pid: int, temp_dir: Path) -> bool:
     """Guard for the final sweep: only kill pids that still look like ours (pid reuse)."""
@@ -322,23 +264,17 @@ def start_cluster(
     cpus_per_node: int = 1,
     timeout: float = 90.0,
     object_store_memory: int | None = 200 * 1024 * 1024,
-    extra_env: dict[str, str | None] = None,
-    head_args: list[str | None] = None,
-    auth: str = "token",
 ) -> RayCluster:
     """Start a head + (nodes-1) worker nodes on this host and wait until all are registered.
 
-    Node processes inherit os.environ (+extra_env); Ray workers inherit the env of
-    their node's raylet, NOT of the driver -> pass per-job vars via
-    runtime_env={"env_vars": {...}}.
+    Node processes inherit os.environ; Ray workers inherit the env of their node's raylet, NOT of
+    the driver -> pass per-job vars via runtime_env={"env_vars": {...}}.
 
-    auth="token" (default): a fresh random token in <workdir>/auth_token (0600) is used via
-    RAY_AUTH_MODE=token + RAY_AUTH_TOKEN_PATH (never ~/.ray/auth_token); drivers must use
-    cluster.driver_env / cluster.env().  auth="disabled": RAY_AUTH_MODE=disabled.
-    The mode is always set explicitly: with RAY_AUTH_MODE unset, `ray start --head`
-    silently enables token auth whenever ~/.ray/auth_token exists (a plain local
-    `ray.init()` creates that file), while a driver connecting via RAY_ADDRESS does not
-    -> "InvalidAuthToken" connection failures.
+    Token authentication with a fresh random token in <workdir>/auth_token (0600), via
+    RAY_AUTH_MODE=token + RAY_AUTH_TOKEN_PATH (never ~/.ray/auth_token); drivers use
+    cluster.driver_env. The mode is set explicitly: with RAY_AUTH_MODE unset, `ray start --head`
+    silently enables token auth whenever ~/.ray/auth_token exists (a plain local `ray.init()`
+    creates that file), while a driver connecting via RAY_ADDRESS does not -> "InvalidAuthToken".
     """
     if nodes < 1:
         raise ValueError("nodes must be >= 1")
@@ -359,23 +295,14 @@ def start_cluster(
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")  # SIGTERM = immediate stop
     for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         env.pop(k, None)
-    if auth == "token":
-        import secrets
-
-        tok = workdir / "auth_token"
-        fd = os.open(tok, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-        auth_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tok)}
-    elif auth == "disabled":
-        auth_env = {"RAY_AUTH_MODE": "disabled"}
-    else:
-        raise ValueError("auth must be 'token' or 'disabled'")
+    tok = workdir / "auth_token"
+    fd = os.open(tok, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    auth_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tok)}
     env.update(auth_env)
-    if extra_env:
-        env.update(extra_env)
 
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     cluster = RayCluster(
         address=address, port=port, temp_dir=temp_dir, workdir=workdir, auth_env=auth_env, _owns_temp_dir=owns
@@ -414,7 +341,7 @@ def start_cluster(
 
     t0 = time.monotonic()
     try:
-        launch(["--head", "--port", str(port), "--include-dashboard=false", *(head_args or [])], "head")
+        launch(["--head", "--port", str(port), "--include-dashboard=false"], "head")
         _wait_port(port, cluster.procs, timeout, "head", cluster)
         for i in range(1, nodes):
             launch(["--address", address], f"node{i}")
@@ -433,7 +360,6 @@ def start_cluster(
             )
         if not cluster.alive():
             raise RayClusterError(f"a `ray start` process died during start-up\n{cluster.logs_tail()}")
-        cluster.startup_s = time.monotonic() - t0
         cluster.all_pids()
         return cluster
     except BaseException:

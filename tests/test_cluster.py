@@ -23,7 +23,10 @@ from params_file import TINY_GRID, write_params
 from train_fixtures import write_prepared_har
 
 pytestmark = pytest.mark.slow
-STAGE = ["-m", "seqsweep.train", "har", "lstm", "data/prepared/har", "runs/har-lstm.json"]
+
+
+def stage_args(arch: str = "lstm") -> list[str]:
+    return ["-m", "seqsweep.train", "har", arch, "data/prepared/har", f"runs/har-{arch}.json"]
 
 
 @dataclass
@@ -115,18 +118,18 @@ def workspace(root: Path, name: str, **grid) -> Path:
     ws = root / name
     ws.mkdir()
     write_prepared_har(ws)
-    write_params(ws, TINY_GRID | {"train.engine": "fit"} | grid)
+    write_params(ws, TINY_GRID | grid)  # the default engine: auto (fused for lstm on a CPU)
     return ws
 
 
-def stage(ws: Path, env: dict, **popen) -> subprocess.Popen:
+def stage(ws: Path, env: dict, arch: str = "lstm", **popen) -> subprocess.Popen:
     base = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("MLFLOW_", "RAY_")) and k not in ("DVC_ROOT", "KERAS_BACKEND")
     }
     return subprocess.Popen(
-        [sys.executable, *STAGE],
+        [sys.executable, *stage_args(arch)],
         cwd=ws,
         env={**base, **env},
         text=True,
@@ -174,7 +177,7 @@ def one_finished_child_per_repeat(runs: list[dict]) -> dict[tuple, int]:
 # ---- the shared store: PostgreSQL behind an authenticated mlflow server -----------------------------
 
 
-def test_requests_without_credentials_are_refused_and_the_pipelines_with_them_succeed(store, tmp_path):
+def test_requests_without_credentials_or_with_wrong_ones_are_refused(store, tmp_path):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(store.url + "/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
     assert refused.value.code == 401
@@ -185,21 +188,6 @@ def test_requests_without_credentials_are_refused_and_the_pipelines_with_them_su
     assert err.strip().splitlines()[-1] == (
         f"error: MLflow store {store.url}: it refused the credentials of MLFLOW_TRACKING_USERNAME='pipeline'"
     )
-
-    ws = workspace(tmp_path, "pipeline", **{"model.units": [2, 3]})
-    code, err = finish(stage(ws, store.env()))
-    assert code == 0, err[-3000:]
-    doc = json.loads((ws / "runs/har-lstm.json").read_text())
-    runs = {r["info"]["run_id"]: r for r in store.runs()}
-    for config in doc["configs"].values():
-        parent = runs[config["mlflow_parent_run_id"]]
-        assert parent["info"]["status"] == "FINISHED"
-        for rep in config["repeats"]:
-            child = runs[rep["mlflow_run_id"]]
-            assert tags(child)["mlflow.parentRunId"] == parent["info"]["run_id"]
-            metrics = {m["key"]: m["value"] for m in child["data"]["metrics"]}
-            assert metrics["test_accuracy"] == pytest.approx(rep["test_accuracy"])
-    assert {r["info"]["artifact_uri"].split(":")[0] for r in runs.values()} == {"mlflow-artifacts"}
 
 
 def test_a_tracking_server_restarted_mid_grid_loses_no_repeat(store, tmp_path):
@@ -253,18 +241,36 @@ def ray_cluster(tmp_path_factory):
         assert cluster.all_pids() == [], "every process of the cluster stopped"
 
 
-def test_a_grid_on_a_ray_cluster_logs_every_repeat_exactly_once(store, ray_cluster, tmp_path):
+def test_a_grid_on_a_ray_cluster_logs_every_repeat_exactly_once_fused_and_fit_alike(store, ray_cluster, tmp_path):
     ws = workspace(tmp_path, "ray", **{"model.units": [13, 14], "train.repeats": 2})
-    code, err = finish(stage(ws, {**store.env(), **ray_cluster.driver_env}))
-    assert code == 0, err[-3000:]
-    assert "cells of fit on Ray" in err
-    runs = store.runs()
-    counts = one_finished_child_per_repeat(runs)
-    assert {k: v for k, v in counts.items() if k[0] in ("13", "14")} == {
-        (u, r): 1 for u in ("13", "14") for r in ("0", "1")
-    }
-    workers_used = {tags(r)["worker"] for r in children(runs) if params_of(r).get("units") in ("13", "14")}
-    assert all(w.split(":")[1] != str(os.getpid()) for w in workers_used)
+    for arch, engine in (("lstm", "fused"), ("cnn1d", "fit")):  # auto, as measured on a CPU
+        code, err = finish(stage(ws, {**store.env(), **ray_cluster.driver_env}, arch))
+        assert code == 0, err[-3000:]
+        assert f"cells of {engine} on Ray" in err
+    runs = [r for r in store.runs() if params_of(r).get("units") in ("13", "14")]
+    for arch, engine, backend in (("lstm", "fused", "jax"), ("cnn1d", "fit", "tensorflow")):
+        mine = [r for r in children(runs) if params_of(r)["arch"] == arch]
+        counts = one_finished_child_per_repeat(mine)
+        assert counts == {(u, r): 1 for u in ("13", "14") for r in ("0", "1")}, arch
+        # what the training code in the Ray workers ran with: the stage's runtime, one thread each
+        seen = {(tags(r)["engine"], tags(r)["backend"], tags(r)["deterministic"], tags(r)["xla_flags"]) for r in mine}
+        assert seen == {
+            (engine, backend, "true", "--xla_gpu_deterministic_ops=true --xla_cpu_multi_thread_eigen=false")
+        }, arch
+        assert all(tags(r)["worker"].split(":")[1] != str(os.getpid()) for r in mine)
+
+        # the run structure the stage wrote, as the authenticated server serves it
+        doc = json.loads((ws / f"runs/har-{arch}.json").read_text())
+        by_id = {r["info"]["run_id"]: r for r in runs}
+        for config in doc["configs"].values():
+            parent = by_id[config["mlflow_parent_run_id"]]
+            assert parent["info"]["status"] == "FINISHED"
+            for rep in config["repeats"]:
+                child = by_id[rep["mlflow_run_id"]]
+                assert tags(child)["mlflow.parentRunId"] == parent["info"]["run_id"]
+                metrics = {m["key"]: m["value"] for m in child["data"]["metrics"]}
+                assert metrics["test_accuracy"] == pytest.approx(rep["test_accuracy"])
+    assert {r["info"]["artifact_uri"].split(":")[0] for r in runs} == {"mlflow-artifacts"}
 
 
 def test_a_ray_worker_killed_mid_cell_is_retried_and_no_repeat_is_lost_or_logged_twice(store, ray_cluster, tmp_path):

@@ -7,11 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,74 +19,13 @@ from train_fixtures import write_prepared_har, write_prepared_imdb
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-STARTUP_S = 60
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Rest:
+    """The REST endpoints of a running `mlflow server`, called as the UI calls them."""
 
-
-class Server:
-    """A real `mlflow server` subprocess (its own process group, stopped with it) and a tiny REST client."""
-
-    def __init__(self, db: Path, cwd: Path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = cwd / "mlflow-server.log"
-        env = {
-            **os.environ,
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "DO_NOT_TRACK": "1",
-        }
-        env.pop("MLFLOW_TRACKING_URI", None)
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mlflow",
-                    "server",
-                    "--backend-store-uri",
-                    f"sqlite:///{db}",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    "1",
-                ],
-                cwd=cwd,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.base}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        pytest.fail(f"mlflow server not healthy after {STARTUP_S} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the group holds the uvicorn worker it spawned
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+    def __init__(self, url: str):
+        self.base = url
 
     def raw(self, path: str, params: dict | None = None, body: dict | None = None) -> bytes:
         url = self.base + path + ("?" + urllib.parse.urlencode(params) if params else "")
@@ -124,7 +58,7 @@ def metrics_of(run: dict) -> dict:
     return {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
 
 
-def search(server: Server, experiment_id: str, filter_string: str = "") -> list[dict]:
+def search(server: Rest, experiment_id: str, filter_string: str = "") -> list[dict]:
     runs, token = [], None
     while True:
         body = {
@@ -149,7 +83,9 @@ def trained(tmp_path_factory):
     from seqsweep import report, train
 
     ws = tmp_path_factory.mktemp("mlflow-server")
-    saved_cwd, saved_env = os.getcwd(), {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    saved_cwd, saved_env = os.getcwd(), dict(os.environ)  # the stages set their runtime in this process
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
+        os.environ.pop(name, None)
     os.chdir(ws)
     try:
         write_prepared_har(ws)
@@ -164,16 +100,18 @@ def trained(tmp_path_factory):
         report.main(["runs", "metrics"])
     finally:
         os.chdir(saved_cwd)
-        os.environ.update({k: v for k, v in saved_env.items() if v is not None})
+        os.environ.clear()
+        os.environ.update(saved_env)
     return ws
 
 
 @pytest.fixture(scope="module")
 def server(trained):
-    srv = Server(trained / "mlflow.db", trained)
+    from tracking_server import start_mlflow_server
+
+    srv = start_mlflow_server(f"sqlite:///{trained / 'mlflow.db'}", trained / "server", auth=False)
     try:
-        srv.wait_healthy()
-        yield srv
+        yield Rest(srv.url)
     finally:
         srv.stop()
 

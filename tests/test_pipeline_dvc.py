@@ -137,6 +137,47 @@ def test_experiments_and_queued_sweeps_log_into_the_one_store_at_the_repo_root(p
     assert not list((project / ".dvc/tmp").rglob("mlflow.db")), "nothing logged inside a temp workspace"
 
 
+def test_a_crash_in_training_is_not_a_result_and_the_rerun_trains_what_it_interrupted_once(project):
+    """The defaults (auto engine, auto workers): har lstm trains fused in the pool, cnn1d with fit. A fault
+    at the engine boundary crashes every lstm program after its first epoch; the rerun without it trains
+    exactly the crashed repeats."""
+    dvc = str(BIN / "dvc")
+    write_params(project, {"model.units": [2, 3], "train.repeats": 2, "archs.har": ["lstm", "cnn1d"]})
+    stages = ("repro", "train-har@lstm", "train-har@cnn1d")
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": f"{project / 'src'}{os.pathsep}{REPO / 'tests' / 'faults'}",
+        "SEQSWEEP_FAULT": "har:lstm",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    crashed = subprocess.run([dvc, *stages], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert crashed.returncode != 0
+    error = [line for line in crashed.stderr.splitlines() if line.startswith("error: train-har@lstm")]
+    assert error and "training crashed in lstm u" in error[0], crashed.stderr[-3000:]
+    assert "RuntimeError: injected fault: the device was lost after the first epoch" in error[0]
+    lstm = [r for r in _runs(project, "har") if r.data.params.get("arch") == "lstm"]
+    killed = [r for r in lstm if r.data.tags.get("seqsweep_kind") == "repeat"]
+    assert killed and all(r.info.status == "KILLED" for r in killed)
+    # the cell that crashed says so; a cell stopped in flight because of it was killed by the stage
+    assert "crashed" in {r.data.tags["seqsweep_failure"] for r in killed} <= {"crashed", "killed"}
+    assert all("injected fault" in r.data.tags["failure_reason"] for r in killed)
+
+    sh(project, dvc, *stages)  # the cause fixed: no fault
+    for arch in ("lstm", "cnn1d"):
+        repeats = [
+            r
+            for r in _runs(project, "har")
+            if r.data.params.get("arch") == arch and r.data.tags["seqsweep_kind"] == "repeat"
+        ]
+        finished = [(r.data.params["units"], r.data.params["repeat"]) for r in repeats if r.info.status == "FINISHED"]
+        assert sorted(finished) == [(u, r) for u in ("2", "3") for r in ("0", "1")], f"{arch}: each repeat once"
+        doc = json.loads((project / f"runs/har-{arch}.json").read_text())
+        assert [c["n"] for c in doc["configs"].values()] == [2, 2]
+    assert {r.data.tags["engine"] for r in _runs(project, "har") if r.data.params.get("arch") == "lstm"} == {"fused"}
+    assert {r.data.tags["engine"] for r in _runs(project, "har") if r.data.params.get("arch") == "cnn1d"} == {"fit"}
+
+
 def test_a_training_stage_exists_for_exactly_the_architectures_params_lists(project):
     stages = sh(project, str(BIN / "dvc"), "stage", "list", "--name-only").stdout.split()
     assert [s for s in stages if s.startswith("train-")] == ["train-har@lstm", "train-imdb@lstm"]
@@ -185,7 +226,7 @@ def test_dvc_exp_show_compares_an_experiment_by_its_param_and_test_accuracy(proj
     sh(project, dvc, "repro")
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "baseline")
-    sh(project, dvc, "exp", "run", "-n", "wide", "-S", "model.units=200")
+    sh(project, dvc, "exp", "run", "-n", "wide", "-S", "model.units=4")
 
     shown = sh(project, dvc, "exp", "show", "--only-changed", "--no-pager", "--md").stdout
     header = shown.splitlines()[0]
@@ -193,7 +234,8 @@ def test_dvc_exp_show_compares_an_experiment_by_its_param_and_test_accuracy(proj
     assert "seconds" not in header and "digest" not in header and "run_id" not in header
     rows = {line.split("|")[1].strip(): line for line in shown.splitlines()[2:] if line.startswith("|")}
     assert any("workspace" in name for name in rows) and any("wide" in name for name in rows)
-    assert "200" in next(line for name, line in rows.items() if "wide" in name)
+    wide = next(line for name, line in rows.items() if "wide" in name)
+    assert "4" in [cell.strip() for cell in wide.split("|")], "model.units of the experiment"
 
     table = json.loads(sh(project, dvc, "exp", "show", "--json").stdout)
     columns = {m for rev in _all_revs(table) for m in _metric_names(rev)}

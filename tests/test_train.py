@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from params_file import TINY_GRID, edited, write_params
 from train_fixtures import write_prepared_har, write_prepared_imdb
 
-from seqsweep import grid, tracking
+from seqsweep import grid, record, tracking
 from seqsweep.params import validate
 
 
@@ -60,11 +60,11 @@ def runs(ws: Path, experiment: str) -> list:
 
 
 def children(all_runs: list) -> list:
-    return [r for r in all_runs if r.data.tags.get(tracking.KIND_TAG) == "repeat"]
+    return [r for r in all_runs if r.data.tags.get(record.KIND_TAG) == "repeat"]
 
 
 def parents(all_runs: list) -> list:
-    return [r for r in all_runs if r.data.tags.get(tracking.KIND_TAG) == "parent"]
+    return [r for r in all_runs if r.data.tags.get(record.KIND_TAG) == "parent"]
 
 
 # --- the grid -----------------------------------------------------------------------------------
@@ -337,6 +337,12 @@ def test_a_repeat_whose_loss_turns_nan_is_marked_failed_and_the_grid_goes_on(ws,
     assert (second["n"], second["n_failed"]) == (2, 0)
     failed = [r for r in children(runs(ws, "har")) if r.info.status == "FAILED"]
     assert len(failed) == 1 and "nan" in failed[0].data.tags["failure_reason"].lower()
+    assert failed[0].data.tags["seqsweep_failure"] == "diverged"
+
+    run_stage("har", "lstm")  # a divergence is a result: reused, not trained again
+    again = results(ws, "har-lstm")["configs"]["u2-b16-d0p25-e1"]["repeats"][0]
+    assert again["status"] == "FAILED" and again["reused"] and "nan" in again["reason"].lower()
+    assert len(children(runs(ws, "har"))) == 4
 
 
 def test_the_stage_fails_when_a_configuration_has_no_finished_repeat(ws, monkeypatch, capsys):
@@ -432,7 +438,7 @@ def test_the_fused_engine_logs_every_repeat_as_its_own_child_run_saying_what_tra
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     doc = results(ws, "har-lstm")
-    assert doc["engine"] == "fused" and "-jax-fused-" in doc["runtime"]
+    assert doc["engine"] == "fused" and doc["runtime"].endswith(" jax cpu fused det1")
     all_runs = runs(ws, "har")
     assert len(parents(all_runs)) == 2 and len(children(all_runs)) == 6
     c = client(ws)
@@ -448,6 +454,9 @@ def test_the_fused_engine_logs_every_repeat_as_its_own_child_run_saying_what_tra
                 "cpu",
             )
             assert child.data.tags["lanes"] == ",".join(map(str, seeds)), "trained beside its configuration's repeats"
+            # what the training code in the stage's own process ran with (train.workers: 1)
+            assert child.data.tags["deterministic"] == "true"
+            assert child.data.tags["xla_flags"] == "--xla_gpu_deterministic_ops=true"
             assert [m.step for m in c.get_metric_history(child.info.run_id, "loss")] == [1, 2]
             assert child.data.metrics["test_accuracy"] == rep["test_accuracy"]
 
@@ -474,19 +483,22 @@ def test_a_fused_repeat_is_reproduced_exactly_from_what_mlflow_recorded(ws):
 
 
 @pytest.mark.slow
-def test_a_fused_configuration_killed_mid_training_counts_no_repeat_and_the_rerun_trains_it(ws):
+def test_a_fused_configuration_stopped_by_sigterm_counts_no_repeat_and_the_rerun_trains_it(ws):
     write_params(
         ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 3, "train.epochs": 3, "train.engine": "fused"}
     )
-    proc = run_stage_process(ws, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    proc = run_stage_process(ws, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     deadline = time.time() + 300
     while _children_by_status(ws / "mlflow.db") != {"FINISHED": 3, "RUNNING": 3} and time.time() < deadline:
-        assert proc.poll() is None, "the stage ended before it could be killed mid-program"
+        assert proc.poll() is None, "the stage ended before it could be stopped mid-program"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)  # the second configuration's program has started, none of it finished
-    proc.wait()
-    finished_before = _finished_children(ws / "mlflow.db")
-    assert finished_before == 3, "the first configuration finished as a whole, the second not at all"
+    proc.send_signal(signal.SIGTERM)  # the second configuration's program has started, none of it finished
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert err.strip().splitlines()[-1].startswith("error: train-har@lstm: interrupted (signal SIGTERM)")
+    assert _children_by_status(ws / "mlflow.db") == {"FINISHED": 3, "KILLED": 3}, "marked at once, not left RUNNING"
+    interrupted = [r for r in children(runs(ws, "har")) if r.info.status == "KILLED"]
+    assert {r.data.tags["seqsweep_failure"] for r in interrupted} == {"interrupted"}
 
     proc = run_stage_process(ws, stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate(timeout=600)

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from params_file import TINY_GRID, write_params
 from train_fixtures import write_prepared_har
 
-from seqsweep import tracking, workers
+from seqsweep import record, runtime, tracking, workers
 
 STAGE = ["-m", "seqsweep.train", "har", "lstm", "data/prepared/har", "runs/har-lstm.json"]
 
@@ -38,30 +38,53 @@ def repeats_of(ws: Path) -> list[tuple]:
     ]
 
 
+def run_arch(ws: Path, arch: str) -> str:
+    """The stage for har `arch` in its own process, as DVC runs it; returns its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "seqsweep.train", "har", arch, "data/prepared/har", f"runs/har-{arch}.json"],
+        cwd=ws,
+        env={k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "KERAS_BACKEND")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
 @pytest.mark.slow
-def test_two_workers_train_and_log_every_repeat_exactly_as_one_worker_does(tmp_path):
-    grid = TINY_GRID | {"model.units": [2, 3], "train.repeats": 2, "train.engine": "fit"}
-    results = {}
-    for n in (1, 2):
-        ws = tmp_path / f"workers-{n}"
+def test_the_pool_trains_fused_and_fit_architectures_with_the_default_engine_exactly_as_one_worker_does(tmp_path):
+    grid = TINY_GRID | {"model.units": [2, 3], "train.repeats": 2, "archs.har": ["lstm", "cnn1d"]}  # engine: auto
+    alone, pool = tmp_path / "one-worker", tmp_path / "two-workers"
+    for ws, n in ((alone, 1), (pool, 2)):
         ws.mkdir()
         write_prepared_har(ws)
         write_params(ws, grid | {"train.workers": n})
-        done = run_stage(ws)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert f"on {n} worker" in done.stderr
-        client = MlflowClient(f"sqlite:///{ws / 'mlflow.db'}")
-        runs = client.search_runs([client.get_experiment_by_name("har").experiment_id], max_results=100)
-        children = [r for r in runs if r.data.tags[tracking.KIND_TAG] == "repeat"]
-        assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
-        assert sorted(r.info.run_id for r in children) == sorted(
-            json.loads((ws / "runs/har-lstm.json").read_text())["configs"][key]["repeats"][i]["mlflow_run_id"]
-            for key in ("u2-b16-d0p25-e1", "u3-b16-d0p25-e1")
-            for i in (0, 1)
-        )
-        results[n] = repeats_of(ws)
-    assert [r[:4] for r in results[2]] == [r[:4] for r in results[1]], "same repeats, seeds and outcomes"
-    assert [r[4] for r in results[2]] == pytest.approx([r[4] for r in results[1]], abs=1 / 32 + 1e-9)
+    assert "of fused on 1 worker" in run_arch(alone, "lstm")
+    assert "of fused on 2 workers" in run_arch(pool, "lstm")
+    assert "of fit on 2 workers" in run_arch(pool, "cnn1d")
+
+    client = MlflowClient(f"sqlite:///{pool / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("har").experiment_id], max_results=100)
+    children = [r for r in runs if r.data.tags[record.KIND_TAG] == "repeat"]
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    for arch in ("lstm", "cnn1d"):
+        doc = json.loads((pool / f"runs/har-{arch}.json").read_text())
+        logged = [r["mlflow_run_id"] for c in doc["configs"].values() for r in c["repeats"]]
+        assert sorted(logged) == sorted(r.info.run_id for r in children if r.data.params["arch"] == arch)
+    # a fused lane is the same repeat wherever it trains
+    assert repeats_of(pool) == repeats_of(alone)
+
+    # what the training code in the pool's workers ran with: auto's choice as measured on a CPU (fused on
+    # JAX for lstm, TensorFlow's fit for cnn1d), deterministic, one core each
+    seen = {
+        (r.data.params["arch"], r.data.tags["engine"], r.data.tags["backend"], r.data.tags["deterministic"])
+        + (r.data.tags["xla_flags"],)
+        for r in children
+    }
+    flags = "--xla_gpu_deterministic_ops=true --xla_cpu_multi_thread_eigen=false"
+    assert seen == {("lstm", "fused", "jax", "true", flags), ("cnn1d", "fit", "tensorflow", "true", flags)}
+    assert len({r.data.tags["worker"] for r in children}) >= 2, "trained in the pool's worker processes"
 
 
 def test_each_local_worker_gets_its_own_cores_and_threads_to_match():
@@ -69,9 +92,9 @@ def test_each_local_worker_gets_its_own_cores_and_threads_to_match():
     shares = workers.shares(len(cores), "cpu")
     assert sorted(c for share in shares for c in share["cores"]) == cores
     assert all(len(share["cores"]) == 1 for share in shares)
-    env = workers.limit_threads(1)
+    env = runtime.Runtime("fused", "jax", "cpu", deterministic=True).env(threads=1)
     assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == "1"
-    assert "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]
+    assert env["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=true --xla_cpu_multi_thread_eigen=false"
     gpu = workers.shares(4, "gpu")
     assert all(0 < share["gpu_memory_fraction"] <= 0.25 for share in gpu)
 

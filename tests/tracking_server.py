@@ -110,11 +110,6 @@ def _all_procs() -> dict[int, tuple[str, int, int, int]]:
     return out
 
 
-def pids_in_group(pgid: int, include_zombies: bool = False) -> list[int]:
-    """Live processes whose process group is ``pgid`` (Linux /proc scan)."""
-    return sorted(p for p, st in _all_procs().items() if st[2] == pgid and (include_zombies or st[0] != "Z"))
-
-
 def process_tree(pid: int) -> dict[int, int]:
     """{pid: starttime} of ``pid``, its descendants and its process group.
 
@@ -358,12 +353,6 @@ class PostgresHandle:
         if self._remove_rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
 
 def start_postgres(
     workdir: str | os.PathLike,
@@ -571,14 +560,6 @@ class MlflowServerHandle:
     def log_tail(self, n_chars: int = 4000) -> str:
         return _tail(self.log_path, n_chars)
 
-    def client_env(self, username: str | None = None, password: str | None = None) -> dict:
-        """Env vars for a client of this server (admin credentials by default)."""
-        env = {"MLFLOW_TRACKING_URI": self.url}
-        if self.admin_username is not None:
-            env["MLFLOW_TRACKING_USERNAME"] = username or self.admin_username
-            env["MLFLOW_TRACKING_PASSWORD"] = password or self.admin_password
-        return env
-
     def _start(self) -> None:
         if _port_open(self.port):
             raise ServerStartError(f"port {self.port} is already in use on {LOOPBACK}")
@@ -636,12 +617,6 @@ class MlflowServerHandle:
             time.sleep(down_seconds)
         self._start()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
 
 def start_mlflow_server(
     backend_uri: str,
@@ -655,8 +630,6 @@ def start_mlflow_server(
     default_permission: str = "READ",
     workers: int = 1,
     startup_timeout: float = 120.0,
-    extra_args: list[str] | None = None,
-    extra_env: dict[str, str] | None = None,
 ) -> MlflowServerHandle:
     """``mlflow server`` on 127.0.0.1 with proxied artifacts under workdir/artifacts.
 
@@ -734,9 +707,6 @@ def start_mlflow_server(
         env["MLFLOW_AUTH_ADMIN_PASSWORD"] = handle.admin_password  # not written to disk
         env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(32)
         cmd += ["--app-name", "basic-auth"]
-    if extra_env:
-        env.update(extra_env)
-    cmd += list(extra_args or [])
     handle.cmd = cmd
     handle._start()
     return handle

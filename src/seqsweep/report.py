@@ -22,10 +22,11 @@ from pathlib import Path
 
 import yaml
 
-from seqsweep import atomic, paths, plots, stats, tracking
+from seqsweep import atomic, paths, plots, record, stats, tracking
 from seqsweep.errors import DataFormatError, MissingInputError, exit_on_error
 from seqsweep.params import load_params
-from seqsweep.results import SETTING_KEYS, DatasetReport, Row, data_label, read_dataset
+from seqsweep.record import read_dataset
+from seqsweep.results import SETTING_KEYS, DatasetReport, Row, data_label
 
 REFERENCE_FILE = Path(__file__).with_name("reference_results.yaml")
 CSV_COLUMNS = [
@@ -309,7 +310,7 @@ def log_summary_runs(reports: list[DatasetReport], params: dict) -> dict[str, st
         key = hashlib.sha256(f"summary|{report.dataset}|{report.alpha}|{table}".encode()).hexdigest()[:24]
         experiment_id = tracker.experiment_id(report.dataset)
         existing = tracker.find_runs(
-            experiment_id, f"tags.{tracking.KEY_TAG} = '{key}' and tags.{tracking.KIND_TAG} = 'summary'"
+            experiment_id, f"tags.{record.KEY_TAG} = '{key}' and tags.{record.KIND_TAG} = 'summary'"
         )
         best = report.best
         tags = {

@@ -20,12 +20,9 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, Ru
 from mlflow.tracking import MlflowClient
 
 from seqsweep.errors import SeqsweepError
+from seqsweep.record import FAILURE_TAG, KEY_TAG, KILLED, KIND_TAG, OWNER_TAG, REASON_TAG
 
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
-KEY_TAG = "seqsweep_key"  # parent: configuration key; child: reuse key of the repeat
-KIND_TAG = "seqsweep_kind"  # "parent", "repeat" or "summary"
-OWNER_TAG = "seqsweep_owner"  # host:pid of the stage process a run belongs to, to detect killed runs
-REASON_TAG = "failure_reason"
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows for an experiment or run
 
 EXPERIMENT_NOTE = """\
@@ -111,6 +108,14 @@ def describe_failure(uri: str, exc: BaseException, first_contact: bool = False) 
     else:
         cause = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:400]
     return f"MLflow store {uri}: {cause}"
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """Whether `exc` is a failure of the MLflow store (a server, a database), not of training."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, MlflowException | SQLAlchemyError)
 
 
 @contextlib.contextmanager
@@ -290,14 +295,14 @@ class Tracker:
     def children(self, experiment_id: str, parent_id: str) -> list:
         return self.find_runs(experiment_id, f"tags.{PARENT_RUN_ID_TAG} = '{parent_id}'")
 
-    def retire_stale(self, runs: list, owner: str | None = None, keys: set[str] | None = None) -> int:
-        """Mark KILLED the RUNNING runs that nothing will finish: without `owner`, those whose stage
-        process is gone (a crash or kill mid-repeat); with `owner` and `keys`, those of that stage
-        process with these reuse keys (an earlier attempt of a cell run again, e.g. by Ray after its
-        worker died: a stage runs each cell once at a time)."""
+    def retire_stale(self, runs: list, owner: str | None = None, keys: set[str] | None = None, why: str = "") -> int:
+        """Mark KILLED (failure kind `killed`) the RUNNING runs that nothing will finish: without `owner`,
+        those whose stage process is gone (a crash or kill mid-repeat); with `owner` and `keys`, those of
+        that stage process with these reuse keys (an earlier attempt of a cell run again, e.g. by Ray
+        after its worker died, or the cells of a worker that died: a stage runs each cell once at a time)."""
         if owner is None:
             stale = [r for r in runs if r.info.status == "RUNNING" and not _alive(r.data.tags.get(OWNER_TAG))]
-            reason = "the stage process ended before the repeat finished"
+            reason = why or "the stage process ended before the repeat finished"
         else:
             stale = [
                 r
@@ -306,11 +311,9 @@ class Tracker:
                 and r.data.tags.get(OWNER_TAG) == owner
                 and r.data.tags.get(KEY_TAG) in (keys or set())
             ]
-            reason = "the worker training it stopped before the repeat finished; trained again"
+            reason = why or "the worker training it stopped before the repeat finished; trained again"
         for run in stale:
-            with self.writing():
-                self.client.set_tag(run.info.run_id, REASON_TAG, reason)
-                self.client.set_terminated(run.info.run_id, "KILLED")
+            self.finish(run.info.run_id, "KILLED", reason, KILLED)
         return len(stale)
 
     def log_metrics(self, run_id: str, values: dict, step: int = 0) -> None:
@@ -333,10 +336,16 @@ class Tracker:
             with mlflow.start_run(run_id=run_id):
                 mlflow.keras.log_model(model, name="model")
 
-    def finish(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
+    def log_dict(self, run_id: str, obj: dict, artifact_file: str) -> None:
         with self.writing():
-            if reason:
-                self.client.set_tag(run_id, REASON_TAG, reason)
+            self.client.log_dict(run_id, obj, artifact_file)
+
+    def finish(self, run_id: str, status: str = "FINISHED", reason: str | None = None, kind: str | None = None) -> None:
+        """Close a run; `reason` and the failure `kind` (seqsweep.record) say why it did not finish."""
+        tags = {REASON_TAG: reason, FAILURE_TAG: kind}
+        with self.writing():
+            if reason or kind:
+                self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v])
             self.client.set_terminated(run_id, status)
 
 

@@ -15,8 +15,11 @@
   dies is retried by Ray. Ray is not used for the one-machine default: starting it cost 4.4 s and
   680 MB of daemons per stage here (BENCHMARKS.md) and is an optional install (`.[cluster]`).
 
-Every cell logs its own MLflow runs (`seqsweep.train.run_cell`), so results, resume and reuse are
-the same wherever it ran; `run` yields each cell's result as it completes."""
+Every cell logs its own MLflow runs (`seqsweep.cell.run_cell`), so results, resume and reuse are
+the same wherever it ran; `run` yields each cell's result as it completes. Every place a cell trains
+gets the stage's runtime explicitly (`seqsweep.runtime`): the pool's initializer applies it with the
+worker's share before anything imports Keras, and each Ray task gets it as its runtime environment.
+A cell that raises stops the stage with CellError naming the cell and the cause."""
 
 from __future__ import annotations
 
@@ -29,12 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
+from seqsweep import prepared as prepared_data
+from seqsweep.cell import Cell, CellError, run_cell
 from seqsweep.errors import SeqsweepError
+from seqsweep.runtime import Runtime
 
 GIB = 1 << 30
 MEMORY_PER_WORKER = 1.5 * GIB  # a worker holding TensorFlow or JAX, a model and the data, measured ~1 GiB
 RAY_RETRIES = 3  # attempts Ray makes again when a cell's worker process dies
-# What a Ray worker elsewhere needs from the stage's environment to log and train as it would.
+# What a Ray worker elsewhere needs from the stage's environment to log as it would (how it trains
+# comes with each task: Runtime.env).
 FORWARDED_ENV = (
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
@@ -42,10 +49,6 @@ FORWARDED_ENV = (
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
     "MLFLOW_HTTP_REQUEST_TIMEOUT",
-    "KERAS_BACKEND",
-    "TF_DETERMINISTIC_OPS",
-    "XLA_FLAGS",
-    "TF_CPP_MIN_LOG_LEVEL",
 )
 
 
@@ -85,18 +88,27 @@ def _available_memory() -> float:
 
 
 def run(
-    cells: list, arrays: dict[str, np.ndarray], prepared: Path, workers: int, platform: str, tracker
-) -> Iterator[tuple[object, object]]:
-    """Train `cells`; yield (cell, CellResult) as each completes, wherever it ran."""
-    from seqsweep.train import run_cell
-
+    cells: list[Cell], arrays: dict[str, np.ndarray], prepared: Path, workers: int, runtime: Runtime, tracker
+) -> Iterator[tuple[Cell, object]]:
+    """Train `cells` with `runtime`; yield (cell, CellResult) as each completes, wherever it ran."""
     if on_ray():
-        yield from _on_ray(cells, arrays, platform)
+        yield from _on_ray(cells, arrays, runtime)
     elif workers <= 1:
         for cell in cells:
             yield cell, run_cell(cell, arrays, tracker)
     else:
-        yield from _on_pool(cells, prepared, workers, platform)
+        yield from _on_pool(cells, prepared, workers, runtime)
+
+
+def _cell_error(cell: Cell, exc: BaseException) -> SeqsweepError:
+    """What the stage says when a cell's worker failed: the cell's own error, or what killed it."""
+    cause = getattr(exc, "cause", None) or exc  # a Ray task's error wraps the cell's
+    if isinstance(cause, SeqsweepError):
+        return cause
+    if isinstance(cause, concurrent.futures.process.BrokenProcessPool):
+        return CellError.crashed(cell, "its worker process died (killed, or out of memory)")
+    text = str(cause).strip().splitlines()
+    return CellError.crashed(cell, f"{type(cause).__name__}: {text[0] if text else ''}"[:500])
 
 
 # ---- a pool of local worker processes ----------------------------------------------------------
@@ -105,64 +117,55 @@ _WORKER: dict = {}  # in a pool worker: its arrays and tracker
 
 
 def shares(workers: int, platform: str) -> list[dict]:
-    """Each worker's share of this machine: its cores on a CPU, its memory fraction on a GPU."""
+    """Each worker's share of this machine, as Runtime.env takes it: threads (and the cores they are
+    pinned to) on a CPU, a memory fraction on a GPU."""
     if platform != "cpu":
         return [{"gpu_memory_fraction": round(0.9 / workers, 3)} for _ in range(workers)]
     cores = sorted(os.sched_getaffinity(0))
     return [{"cores": cores[i::workers]} for i in range(workers)]
 
 
-def limit_threads(threads: int) -> dict[str, str]:
-    """The environment that keeps TensorFlow, XLA (JAX), OpenMP and BLAS to `threads` threads."""
-    env = {
-        name: str(threads)
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
-    }
-    env["TF_NUM_INTEROP_THREADS"] = "1"
-    flags = os.environ.get("XLA_FLAGS", "")
-    if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
-        env["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
-    return env
-
-
-def _init_worker(slots, prepared: str) -> None:
+def _init_worker(runtime: Runtime, slots, prepared: str) -> None:
     share = slots.get()
     if "cores" in share:
         os.sched_setaffinity(0, share["cores"])
-        os.environ.update(limit_threads(len(share["cores"])))
+        runtime.apply(threads=len(share["cores"]))
     else:
-        os.environ.update(
-            {"XLA_PYTHON_CLIENT_MEM_FRACTION": str(share["gpu_memory_fraction"]), "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
-        )
-    from seqsweep.train import load_prepared
-
-    _WORKER["arrays"], _ = load_prepared(Path(prepared), mmap=True)
+        runtime.apply(gpu_memory_fraction=share["gpu_memory_fraction"])
+    _WORKER["arrays"], _ = prepared_data.load(Path(prepared), mmap=True)
 
 
-def _in_worker(cell):
+def _in_worker(cell: Cell):
     from seqsweep import tracking
-    from seqsweep.train import run_cell
 
     if "tracker" not in _WORKER:
         _WORKER["tracker"] = tracking.Tracker(cell.tracking_uri)
     return run_cell(cell, _WORKER["arrays"], _WORKER["tracker"])
 
 
-def _on_pool(cells: list, prepared: Path, workers: int, platform: str):
+def _on_pool(cells: list[Cell], prepared: Path, workers: int, runtime: Runtime):
     context = multiprocessing.get_context("spawn")  # fresh interpreters: Keras and threads set up anew
     slots = context.Queue()
-    for share in shares(workers, platform):
+    for share in shares(workers, runtime.platform):
         slots.put(share)
     with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(slots, str(prepared))
+        workers, mp_context=context, initializer=_init_worker, initargs=(runtime, slots, str(prepared))
     ) as pool:
         futures = {pool.submit(_in_worker, cell): cell for cell in cells}
         try:
             for future in concurrent.futures.as_completed(futures):
-                yield futures[future], future.result()
+                try:
+                    result = future.result()
+                except Exception as exc:
+                    raise _cell_error(futures[future], exc) from exc
+                yield futures[future], result
         except BaseException:
             for future in futures:
                 future.cancel()
+            # Stop the cells still training now rather than wait for them (the pool has no public way);
+            # the stage marks the runs they leave RUNNING as KILLED.
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
             raise
 
 
@@ -176,36 +179,36 @@ def _ray():
         raise SeqsweepError("RAY_ADDRESS is set but Ray is not installed: pip install -e '.[cluster]'") from None
     if not ray.is_initialized():
         package = Path(__file__).resolve().parent
-        # Each cell asks for one CPU: its worker's thread pools are sized to match from the start.
-        env = {**{name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}, **limit_threads(1)}
+        env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         ray.init(
             runtime_env={"py_modules": [str(package)], "env_vars": env}, log_to_driver=False, logging_level="ERROR"
         )
     return ray
 
 
-def _ray_cell(cell, arrays):
-    """A cell as a Ray task (its thread limits came with the runtime environment)."""
-    from seqsweep.train import run_cell
-
-    return run_cell(cell, arrays)
-
-
-def _on_ray(cells: list, arrays: dict[str, np.ndarray], platform: str):
+def _on_ray(cells: list[Cell], arrays: dict[str, np.ndarray], runtime: Runtime):
     ray = _ray()
     arrays_ref = ray.put(arrays)  # once per stage; every task reads it from the object store
-    task = ray.remote(_ray_cell)
-    pending = {}
-    for cell in cells:
-        gpus = 1 if cell.engine == "fused" and platform == "gpu" else 0
-        ref = task.options(num_cpus=1, num_gpus=gpus, max_retries=RAY_RETRIES, retry_exceptions=False).remote(
-            cell, arrays_ref
-        )
-        pending[ref] = cell
+    # Each cell asks for one CPU (its thread pools sized to match) and, for a fused program on a GPU
+    # cluster, one GPU; the stage's runtime is its environment (Ray merges it with the job's).
+    gpus = 1 if runtime.engine == "fused" and runtime.platform == "gpu" else 0
+    task = ray.remote(run_cell).options(
+        num_cpus=1,
+        num_gpus=gpus,
+        max_retries=RAY_RETRIES,
+        retry_exceptions=False,
+        runtime_env={"env_vars": runtime.env(threads=1)},
+    )
+    pending = {task.remote(cell, arrays_ref): cell for cell in cells}
     try:
         while pending:
             (done,), _ = ray.wait(list(pending), num_returns=1)
-            yield pending.pop(done), ray.get(done)
+            cell = pending.pop(done)
+            try:
+                result = ray.get(done)
+            except ray.exceptions.RayError as exc:
+                raise _cell_error(cell, exc) from exc
+            yield cell, result
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)

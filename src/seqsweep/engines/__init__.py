@@ -11,8 +11,8 @@ resume and the grid stay in the stage.
 - `auto`: fused where it was measured faster (a GPU; on a CPU the architectures in
   `FUSED_ON_CPU`), fit elsewhere (see `choose`).
 
-The backend is fixed when Keras is first imported, so `choose` runs before that and sets
-KERAS_BACKEND; nothing here imports Keras or JAX at module level."""
+The backend is fixed when Keras is first imported, so `choose` runs before that (seqsweep.runtime
+applies its choice); nothing here imports Keras or JAX at module level."""
 
 from __future__ import annotations
 
@@ -130,12 +130,6 @@ def choose(requested: str, platform: str | None = None, model: str = "") -> Choi
             return Choice("fused", "jax", f"auto: fused, measured faster for {model} on a CPU")
         return Choice("fit", forced or "tensorflow", f"auto: fit, measured as fast or faster for {model} on a CPU")
     return Choice("fused", "jax", f"auto: fused on the {platform.upper()} (many repeats per compiled program)")
-
-
-def use(choice: Choice) -> None:
-    """Make Keras load `choice.backend` (call before the first `import keras`)."""
-    if "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = choice.backend
 
 
 def train(

@@ -14,39 +14,39 @@ import argparse
 import sys
 from pathlib import Path
 
-from seqsweep import engines, grid, tracking
+from seqsweep import engines, grid, prepared, record, tracking
 from seqsweep.errors import SeqsweepError, exit_on_error
 from seqsweep.params import load_params
+from seqsweep.runtime import Runtime
 
 
-def rerun(run_id: str, prepared: Path | None = None) -> tuple[float | None, float | None]:
+def rerun(run_id: str, prepared_dir: Path | None = None) -> tuple[float | None, float | None]:
     """(recorded, reproduced) test accuracy of the child run `run_id`."""
     uri = tracking.resolve_tracking_uri(load_params()["mlflow"]["tracking_uri"])
     run = tracking.Tracker(uri).client.get_run(run_id)
     p, tags = run.data.params, run.data.tags
-    if tags.get(tracking.KIND_TAG) != "repeat":
-        raise SeqsweepError(f"run {run_id} is not a repeat (seqsweep_kind = {tags.get(tracking.KIND_TAG)!r})")
+    if tags.get(record.KIND_TAG) != "repeat":
+        raise SeqsweepError(f"run {run_id} is not a repeat (seqsweep_kind = {tags.get(record.KIND_TAG)!r})")
     dataset, arch, seed = p["dataset"], p["arch"], int(p["seed"])
-    engine, backend = tags.get("engine", "fit"), tags.get("backend", "tensorflow")
-    lanes = tuple(int(s) for s in tags.get("lanes", str(seed)).split(","))
-    engines.use(engines.Choice(engine, backend, "rerun"))
+    lanes = tuple(int(s) for s in tags.get(record.LANES_TAG, str(seed)).split(","))
+    # the runtime the repeat recorded (engine, backend, deterministic flags), before Keras is imported
+    Runtime.recorded(tags, platform="cpu").apply()
 
-    from seqsweep import train
-
-    prepared = prepared or Path("data/prepared") / dataset
-    arrays, meta = train.load_prepared(prepared, dataset)
-    digest = train.digest_files([*train.prepared_files(prepared).values(), prepared / "meta.json"])
+    prepared_dir = prepared_dir or Path("data/prepared") / dataset
+    arrays, meta = prepared.load(prepared_dir, dataset)
+    digest = prepared.data_digest(prepared_dir)
     if digest != tags.get("data_digest"):
         raise SeqsweepError(
-            f"{prepared} has data digest {digest}, the run trained on {tags.get('data_digest')}: not the same data"
+            f"{prepared_dir} has data digest {digest}, the run trained on {tags.get('data_digest')}: not the same data"
         )
     import keras
 
+    backend = tags.get("backend", "tensorflow")
     if keras.backend.backend() != backend:
         raise SeqsweepError(f"the run trained on Keras backend {backend}; this process runs {keras.backend.backend()}")
     config = grid.Config(int(p["units"]), int(p["batch_size"]), float(p["dropout"]), int(p["epochs"]))
     program = engines.Program(dataset, arch, config, lanes, engines.shape_kwargs(dataset, meta, arrays["X_train"]))
-    result = engines.train(engine, program, arrays)[lanes.index(seed)]
+    result = engines.train(tags.get("engine", "fit"), program, arrays)[lanes.index(seed)]
     return run.data.metrics.get("test_accuracy"), result.test_accuracy
 
 

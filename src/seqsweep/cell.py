@@ -1,0 +1,175 @@
+"""A cell: some repeats of one configuration, trained by one engine call wherever a worker runs it
+(the stage's own process, a local pool worker, a Ray task), each repeat logged to its own MLflow
+child run. The stage plans cells (`plan`); workers run them (`run_cell`); both import this module.
+
+Idempotent: a cell run again (a retried Ray task) reuses what its first attempt finished and marks
+KILLED the runs that attempt left RUNNING. An exception during training marks the cell's new runs
+KILLED with the cause (`seqsweep.record`: a crash is not a result) and is raised again as CellError."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from seqsweep import engines, grid, record, tracking
+from seqsweep.errors import SeqsweepError
+from seqsweep.runtime import Runtime, seen
+
+
+@dataclass
+class Timing:
+    """Where a stage's time went: training (inside the engines) and writing to MLflow."""
+
+    train_seconds: float = 0.0
+    mlflow_seconds: float = 0.0
+
+    def add(self, other: Timing) -> None:
+        self.train_seconds += other.train_seconds
+        self.mlflow_seconds += other.mlflow_seconds
+
+    def doc(self) -> dict:
+        overhead = self.mlflow_seconds / self.train_seconds if self.train_seconds else None
+        return {
+            "train_seconds": round(self.train_seconds, 3),
+            "mlflow_seconds": round(self.mlflow_seconds, 3),
+            "mlflow_overhead": None if overhead is None else round(overhead, 5),
+        }
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Everything a worker, here or on another machine, needs to train and log some repeats."""
+
+    dataset: str
+    arch: str
+    config: grid.Config
+    repeats: tuple[int, ...]  # repeat numbers within the configuration
+    seeds: tuple[int, ...]
+    run_keys: tuple[str, ...]  # each repeat's reuse key
+    parent_id: str
+    experiment_id: str
+    runtime: Runtime
+    shape: dict  # the builder's shape keywords (engines.shape_kwargs)
+    tags: dict  # tags every run of the stage carries
+    inputs: list = field(repr=False)  # MLflow dataset inputs
+    tracking_uri: str = ""
+    owner: str = ""  # host:pid of the stage process that planned the cell
+    verbose: int = 0
+    save_model: bool = False
+
+    @property
+    def label(self) -> str:
+        first, last = self.repeats[0], self.repeats[-1]
+        return f"{self.arch} {self.config.key} repeat{'s' * (first != last)} {first}{f'-{last}' * (first != last)}"
+
+
+@dataclass
+class CellResult:
+    rows: list[dict]  # one per repeat of the cell, in its order
+    timing: Timing
+
+
+class CellError(SeqsweepError):
+    """Training a cell raised; its repeats were marked KILLED and the next run trains them again."""
+
+    @classmethod
+    def crashed(cls, cell: Cell, cause: str) -> CellError:
+        return cls(
+            f"training crashed in {cell.label}: {cause}; its repeats are marked KILLED in MLflow and "
+            "the next `dvc repro` trains them again"
+        )
+
+
+def plan(template: Cell, pending: list[int], seeds: list[int], keys: list[str], parts: int = 1) -> list[Cell]:
+    """The cells of one configuration's pending repeats: one per repeat for the fit engine (repeats
+    are independent programs, so workers can share them out); for the fused engine one compiled
+    program of all of them, or `parts` programs when there are fewer configurations than workers (it
+    also splits itself if its lanes do not fit in device memory)."""
+    if template.runtime.engine == "fit":
+        groups = [[i] for i in pending]
+    else:
+        size = -(-len(pending) // max(1, min(parts, len(pending))))
+        groups = [pending[i : i + size] for i in range(0, len(pending), size)]
+    return [
+        replace(template, repeats=tuple(g), seeds=tuple(seeds[i] for i in g), run_keys=tuple(keys[i] for i in g))
+        for g in groups
+    ]
+
+
+def run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Tracker | None = None) -> CellResult:
+    """Train the cell's repeats that MLflow does not hold a result for yet, each in its own child run.
+    A failure of the store raises StoreError naming it, wherever the cell runs."""
+    with tracking.store_errors(cell.tracking_uri):
+        tracker = tracker or tracking.Tracker(cell.tracking_uri)
+        return _run_cell(cell, arrays, tracker)
+
+
+def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Tracker) -> CellResult:
+    # where this cell trains (maybe on another machine) and what its training code actually runs with
+    where = {"device": tracking.device_name(), "worker": f"{socket.gethostname()}:{os.getpid()}", **seen()}
+    timing = Timing()
+    before = tracker.seconds
+    children = tracker.children(cell.experiment_id, cell.parent_id)
+    tracker.retire_stale(children, owner=cell.owner, keys=set(cell.run_keys))
+    done = record.trained(children)
+    todo = [i for i, key in enumerate(cell.run_keys) if key not in done]
+    rows = {
+        i: record.read_row(tracker.client, done[key], cell.repeats[i], cell.seeds[i])
+        for i, key in enumerate(cell.run_keys)
+        if key in done
+    }
+    run_ids = {i: _start_repeat(tracker, cell, i, where) for i in todo}
+    if todo:
+        program = engines.Program(cell.dataset, cell.arch, cell.config, tuple(cell.seeds[i] for i in todo), cell.shape)
+
+        def on_epoch(index: int, epoch: int, logs: dict) -> None:
+            tracker.log_metrics(run_ids[todo[index]], logs, step=epoch)
+
+        try:
+            results = engines.train(
+                cell.runtime.engine,
+                program,
+                arrays,
+                on_epoch=on_epoch,
+                verbose=cell.verbose,
+                keep_model=cell.save_model,
+            )
+        except BaseException as exc:
+            kind, reason = record.crash(exc)
+            try:  # best effort: the store itself may be what failed
+                for run_id in run_ids.values():
+                    tracker.finish(run_id, record.STATUS[kind], reason, kind)
+            except Exception:  # the original error is what the user needs
+                pass
+            if kind == record.CRASHED and not isinstance(exc, SeqsweepError) and not tracking.is_store_error(exc):
+                raise CellError.crashed(cell, reason) from exc
+            raise
+        for i, result in zip(todo, results, strict=True):
+            rows[i] = record.log_result(tracker, run_ids[i], cell.repeats[i], result)
+            timing.train_seconds += result.train_seconds
+    timing.mlflow_seconds = tracker.seconds - before
+    return CellResult([rows[i] for i in range(len(cell.run_keys))], timing)
+
+
+def _start_repeat(tracker: tracking.Tracker, cell: Cell, i: int, where: dict) -> str:
+    run_id = tracker.start_run(
+        cell.experiment_id,
+        f"{cell.arch} {cell.config.key} r{cell.repeats[i]}",
+        cell.run_keys[i],
+        "repeat",
+        {
+            "dataset": cell.dataset,
+            "arch": cell.arch,
+            **cell.config.as_params(),
+            "repeat": cell.repeats[i],
+            "seed": cell.seeds[i],
+        },
+        {**cell.tags, **where},
+        parent_id=cell.parent_id,
+        owner=cell.owner,
+    )
+    tracker.log_inputs(run_id, cell.inputs)
+    return run_id

@@ -1,0 +1,159 @@
+"""The runtime of a training stage: how its repeats train besides their params, decided once and
+handed explicitly to every place a cell trains.
+
+A `Runtime` holds the engine (fit or fused), the Keras backend it runs on, the platform and device the
+cells train on, and whether kernels are deterministic. `Runtime.env(...)` is the one environment that
+makes a process train that way (Keras's backend, TensorFlow's and XLA's deterministic flags, quiet
+logs and, for a worker, its share of the machine: threads or device memory). It is computed from the
+runtime's fields and the user's own XLA_FLAGS captured once, never from whatever the environment holds
+at that moment, so applying it twice or in another order gives the same process.
+
+Who applies it:
+- the stage process: `resolve` (below), before Keras, TensorFlow or Ray is imported;
+- each local pool worker: its initializer, with the worker's share (workers.py);
+- each Ray task: as the task's runtime environment (workers.py);
+- `tools/rerun`: `Runtime.recorded(tags)`, the runtime a repeat's MLflow run recorded.
+
+JAX must know its XLA flags before it starts, and the platform (is there a GPU?) is only known by
+starting it; so `resolve` applies the flags that do not depend on the choice first, then asks JAX (or
+the Ray cluster) for the platform, then chooses the engine and sets the backend. Every training
+process records what it actually ran with (`seen`), and the tests read that back from MLflow."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, replace
+from importlib import metadata
+
+DETERMINISTIC_XLA = "--xla_gpu_deterministic_ops=true"
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false"  # XLA's own flag; one Eigen thread for CPU ops
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How the cells of one stage train; the same for every cell, wherever it runs."""
+
+    engine: str  # fit | fused
+    backend: str  # the Keras backend: tensorflow | jax
+    platform: str  # where cells train: cpu | gpu | tpu
+    deterministic: bool
+    device: str = ""  # the device kind, e.g. `cpu` or `gpu:NVIDIA H200`, when known to the stage
+    reason: str = ""  # why this engine (printed when it was not asked for)
+    user_xla_flags: str = ""  # XLA_FLAGS as the user set them, kept in front of ours
+
+    def env(self, *, threads: int | None = None, gpu_memory_fraction: float | None = None) -> dict[str, str]:
+        """The environment of a process that trains with this runtime; `threads` (a CPU worker's
+        cores) or `gpu_memory_fraction` (a worker's share of one GPU) for a worker."""
+        env = {"KERAS_BACKEND": self.backend, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        xla = self.user_xla_flags.split()
+        if self.deterministic:
+            env["TF_DETERMINISTIC_OPS"] = "1"
+            xla.append(DETERMINISTIC_XLA)
+        if threads is not None:
+            env.update({name: str(threads) for name in THREAD_VARIABLES})
+            env["TF_NUM_INTEROP_THREADS"] = "1"
+            if threads == 1:
+                xla.append(SINGLE_THREAD_XLA)
+        if gpu_memory_fraction is not None:
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{gpu_memory_fraction:g}"
+            env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+        env["XLA_FLAGS"] = " ".join(dict.fromkeys(xla))  # each flag once, in order
+        return env
+
+    def apply(self, **share) -> None:
+        """Make this process train with this runtime (before Keras, TensorFlow or JAX is imported)."""
+        os.environ.update(self.env(**share))
+        if self.deterministic:
+            os.environ["TF_DETERMINISTIC_OPS"] = "1"
+        else:
+            os.environ.pop("TF_DETERMINISTIC_OPS", None)
+
+    def versions(self) -> str:
+        """The library versions that decide this runtime's results: Keras, and JAX + jaxlib or TensorFlow."""
+        libraries = ("keras", "jax", "jaxlib") if self.backend == "jax" else ("keras", "tensorflow")
+        return " ".join(f"{name}-{_version(name)}" for name in libraries)
+
+    def key(self) -> str:
+        """What of the runtime enters every reuse key: versions, backend, device, engine, determinism."""
+        device = self.device or self.platform
+        return f"{self.versions()} {self.backend} {device} {self.engine} det{int(self.deterministic)}"
+
+    def tags(self) -> dict[str, str]:
+        return {"engine": self.engine, "backend": self.backend, "runtime": self.key()}
+
+    @classmethod
+    def recorded(cls, tags: dict[str, str], platform: str) -> Runtime:
+        """The runtime a repeat's MLflow run recorded (its engine, backend and determinism), on `platform`."""
+        return cls(
+            engine=tags.get("engine", "fit"),
+            backend=tags.get("backend", "tensorflow"),
+            platform=platform,
+            deterministic=tags.get("deterministic", "true") == "true",
+            reason="as recorded",
+            user_xla_flags=_user_xla_flags(),
+        )
+
+
+def _version(distribution: str) -> str:
+    names = {"tensorflow": ("tensorflow", "tensorflow-cpu")}.get(distribution, (distribution,))
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "none"
+
+
+def _user_xla_flags() -> str:
+    ours = {DETERMINISTIC_XLA, SINGLE_THREAD_XLA}
+    return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f not in ours)
+
+
+def resolve(requested: str, deterministic: bool, model: str, on_ray: bool) -> Runtime:
+    """The stage's runtime for `model` ('har:lstm'), applied to this process: train.engine resolved
+    (see engines.choose) on the platform the cells will train on (this machine's JAX, or the Ray
+    cluster's GPUs), with the deterministic flags set before JAX starts."""
+    from seqsweep import engines
+
+    flags_only = Runtime(
+        "", os.environ.get("KERAS_BACKEND") or "tensorflow", "", deterministic, user_xla_flags=_user_xla_flags()
+    )
+    pending = flags_only.env()
+    pending.pop("KERAS_BACKEND")
+    os.environ.update(pending)  # before JAX starts in the next line: XLA reads its flags once
+    if on_ray:
+        from seqsweep import workers
+
+        platform = workers.cluster_platform()
+    else:
+        platform = engines.local_platform()
+    choice = engines.choose(requested, platform, model)
+    runtime = replace(flags_only, engine=choice.engine, backend=choice.backend, platform=platform, reason=choice.reason)
+    runtime = replace(runtime, device=_device(runtime, on_ray))
+    runtime.apply()
+    return runtime
+
+
+def _device(runtime: Runtime, on_ray: bool) -> str:
+    """The device kind cells train on, as far as the stage can tell: `cpu`, or a local GPU's kind."""
+    if runtime.platform == "cpu" or on_ray or "jax" not in sys.modules:
+        return runtime.platform
+    import jax
+
+    return f"{runtime.platform}:{jax.devices()[0].device_kind}"
+
+
+def seen() -> dict[str, str]:
+    """What the training code in this process actually runs with: Keras's backend, and the
+    deterministic and thread flags as this process's TensorFlow and XLA read them."""
+    import keras
+
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    deterministic = DETERMINISTIC_XLA in flags and os.environ.get("TF_DETERMINISTIC_OPS") == "1"
+    return {
+        "backend": keras.backend.backend(),
+        "deterministic": str(deterministic).lower(),
+        "xla_flags": " ".join(flags),
+    }

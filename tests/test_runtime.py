@@ -1,0 +1,114 @@
+"""Specification of the runtime: how a stage's repeats train besides their params, decided once and
+handed as one environment to every place a cell trains; and of the run record that keys reuse on it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib import metadata
+from types import SimpleNamespace
+
+import pytest
+
+from seqsweep import engines, record, tracking
+from seqsweep.runtime import Runtime
+
+DET = "--xla_gpu_deterministic_ops=true"
+ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
+
+
+def test_the_environment_follows_from_the_runtime_alone_whatever_the_process_already_holds(monkeypatch):
+    rt = Runtime("fused", "jax", "cpu", deterministic=True, user_xla_flags="--xla_dump_to=/tmp/x")
+    monkeypatch.setenv("XLA_FLAGS", f"{DET} {ONE_THREAD} {DET}")
+    first = rt.env(threads=1)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert rt.env(threads=1) == first, "not read from the environment it writes"
+    assert first["KERAS_BACKEND"] == "jax" and first["TF_DETERMINISTIC_OPS"] == "1"
+    assert first["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x {DET} {ONE_THREAD}", "the user's flags first, each once"
+    assert all(flag.startswith("--") for flag in first["XLA_FLAGS"].split()), "XLA ignores flags without --"
+    loose = Runtime("fit", "tensorflow", "gpu", deterministic=False).env(gpu_memory_fraction=0.45)
+    assert "TF_DETERMINISTIC_OPS" not in loose and DET not in loose["XLA_FLAGS"]
+    assert loose["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.45" and "OMP_NUM_THREADS" not in loose
+
+
+def test_the_reuse_key_names_the_libraries_that_decide_results_for_the_backend_that_trains():
+    fused = Runtime("fused", "jax", "cpu", deterministic=True).key()
+    fit = Runtime("fit", "tensorflow", "cpu", deterministic=True).key()
+    assert f"keras-{metadata.version('keras')}" in fused and f"keras-{metadata.version('keras')}" in fit
+    assert f"jax-{metadata.version('jax')}" in fused and f"jaxlib-{metadata.version('jaxlib')}" in fused
+    assert "tensorflow-" in fit and "jax" not in fit
+    on_gpu = Runtime("fused", "jax", "gpu", deterministic=True, device="gpu:NVIDIA H200").key()
+    assert on_gpu != fused and "NVIDIA H200" in on_gpu
+    assert Runtime("fused", "jax", "cpu", deterministic=False).key() != fused
+    keys = {record.parent_key("har", "lstm", "u2-b16-d0p25-e1", "data", "code", k, 42) for k in (fused, fit, on_gpu)}
+    assert len(keys) == 3
+
+
+def test_the_stage_sets_the_deterministic_flags_before_jax_starts_and_the_backend_before_keras():
+    script = (
+        "import sys; from seqsweep import runtime\n"
+        "rt = runtime.resolve('auto', True, 'har:lstm', on_ray=False)\n"
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
+        "print(rt.engine, rt.backend, rt.platform, runtime.seen())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS", "TF_DETERMINISTIC_OPS")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    engine, backend, platform, seen = out.stdout.strip().split(" ", 3)
+    assert (engine, backend, platform) == ("fused", "jax", "cpu")
+    assert "'backend': 'jax'" in seen and "'deterministic': 'true'" in seen
+
+
+def test_a_recorded_runtime_is_rebuilt_for_a_rerun():
+    rt = Runtime.recorded({"engine": "fused", "backend": "jax", "deterministic": "false"}, platform="cpu")
+    assert (rt.engine, rt.backend, rt.deterministic) == ("fused", "jax", False)
+    assert Runtime.recorded({}, platform="cpu").deterministic is True
+
+
+# ---- the run record -----------------------------------------------------------------------------------
+
+
+def test_any_number_of_epochs_and_the_confusion_matrix_round_trip_through_mlflow(tmp_path):
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
+    experiment = tracker.experiment_id("har")
+    run_id = tracker.start_run(experiment, "r0", "key", "repeat", {"seed": 1}, {})
+    epochs = 400  # a long run: far beyond the 8,000 characters MLflow keeps of a tag
+    loss = [1.0 / (e + 1) for e in range(epochs)]
+    accuracy = [0.5 + e / (4 * epochs) for e in range(epochs)]
+    for e in range(epochs):
+        tracker.log_metrics(run_id, {"loss": loss[e], "accuracy": accuracy[e]}, step=e + 1)
+    confusion = [[50 + i * j for j in range(6)] for i in range(6)]
+    history = {"loss": loss, "accuracy": accuracy}
+    result = engines.RepeatResult(1, history, 1.0, test_accuracy=0.9, test_loss=0.3, confusion=confusion, lanes=(1,))
+    written = record.log_result(tracker, run_id, 0, result)
+    read = record.read_row(tracker.client, tracker.client.get_run(run_id), 0, 1)
+    assert read["history"] == {"loss": loss, "accuracy": accuracy} == written["history"]
+    assert read["confusion"] == confusion and read["test_accuracy"] == 0.9 and read["reused"]
+    assert all(len(v) <= 500 for v in tracker.client.get_run(run_id).data.tags.values()), "no curve in a tag"
+
+
+@pytest.mark.parametrize(
+    "status, kind, is_result",
+    [
+        ("FINISHED", None, True),
+        ("FAILED", record.DIVERGED, True),  # a NaN loss is a result
+        ("KILLED", record.CRASHED, False),  # a crash is not
+        ("KILLED", record.INTERRUPTED, False),
+        ("KILLED", record.KILLED, False),
+        ("RUNNING", None, False),
+    ],
+)
+def test_only_finished_and_diverged_repeats_count_as_trained(status, kind, is_result):
+    run = SimpleNamespace(
+        info=SimpleNamespace(status=status),
+        data=SimpleNamespace(tags={record.KEY_TAG: "k", **({record.FAILURE_TAG: kind} if kind else {})}),
+    )
+    assert ("k" in record.trained([run])) == is_result
+
+
+def test_an_exception_is_a_crash_and_a_signal_an_interruption():
+    assert record.crash(RuntimeError("device lost\nmore")) == (record.CRASHED, "RuntimeError: device lost")
+    assert record.crash(KeyboardInterrupt("signal SIGTERM"))[0] == record.INTERRUPTED
+    assert {record.STATUS[k] for k in (record.CRASHED, record.INTERRUPTED, record.KILLED)} == {"KILLED"}
+    assert record.STATUS[record.DIVERGED] == "FAILED"
