@@ -67,6 +67,27 @@ def workspace(tmp_path, server, monkeypatch):
     return ws
 
 
+# The slowest files first (measured), the rest after in their usual order: pytest-xdist hands each test
+# process a whole file at a time in collection order (pyproject: --dist loadfile --no-loadscope-reorder),
+# so the two processes finish together instead of one running the cluster tests while the other idles.
+SLOWEST_FIRST = (
+    "test_cluster.py",
+    "test_pipeline_dvc.py",
+    "test_train.py",
+    "test_engines.py",
+    "test_workers.py",
+    "test_real_har.py",
+    "test_mlflow_server.py",
+    "test_models.py",
+    "test_demo.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

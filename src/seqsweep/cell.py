@@ -121,14 +121,17 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
         for i, key in enumerate(cell.run_keys)
         if key in done
     }
-    run_ids = {i: _start_repeat(tracker, cell, i, where) for i in todo}
-    if todo:
+    run_ids: dict[int, str] = {}
+    try:
+        for i in todo:
+            run_ids[i] = _start_repeat(tracker, cell, i, where)
         program = engines.Program(cell.dataset, cell.arch, cell.config, tuple(cell.seeds[i] for i in todo), cell.shape)
 
         def on_epoch(index: int, epoch: int, logs: dict) -> None:
             tracker.log_metrics(run_ids[todo[index]], logs, step=epoch)
 
-        try:
+        results = []
+        if todo:
             results = engines.train(
                 cell.runtime.engine,
                 program,
@@ -137,19 +140,19 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
                 verbose=cell.verbose,
                 keep_model=cell.save_model,
             )
-        except BaseException as exc:
-            kind, reason = record.crash(exc)
-            try:  # best effort: the store itself may be what failed
-                for run_id in run_ids.values():
-                    tracker.finish(run_id, record.STATUS[kind], reason, kind)
-            except Exception:  # the original error is what the user needs
-                pass
-            if kind == record.CRASHED and not isinstance(exc, SeqsweepError) and not tracking.is_store_error(exc):
-                raise CellError.crashed(cell, reason) from exc
-            raise
-        for i, result in zip(todo, results, strict=True):
-            rows[i] = record.log_result(tracker, run_ids[i], cell.repeats[i], result)
-            timing.train_seconds += result.train_seconds
+    except BaseException as exc:
+        kind, reason = record.crash(exc)
+        try:  # best effort: the store itself may be what failed
+            for run_id in run_ids.values():
+                tracker.finish(run_id, record.STATUS[kind], reason, kind)
+        except Exception:  # the original error is what the user needs
+            pass
+        if kind == record.CRASHED and not isinstance(exc, SeqsweepError) and not tracking.is_store_error(exc):
+            raise CellError.crashed(cell, reason) from exc
+        raise
+    for i, result in zip(todo, results, strict=True):
+        rows[i] = record.log_result(tracker, run_ids[i], cell.repeats[i], result)
+        timing.train_seconds += result.train_seconds
     timing.mlflow_seconds = tracker.seconds - before
     return CellResult([rows[i] for i in range(len(cell.run_keys))], timing)
 

@@ -295,8 +295,10 @@ class Tracker:
     def children(self, experiment_id: str, parent_id: str) -> list:
         return self.find_runs(experiment_id, f"tags.{PARENT_RUN_ID_TAG} = '{parent_id}'")
 
-    def retire_stale(self, runs: list, owner: str | None = None, keys: set[str] | None = None, why: str = "") -> int:
-        """Mark KILLED (failure kind `killed`) the RUNNING runs that nothing will finish: without `owner`,
+    def retire_stale(
+        self, runs: list, owner: str | None = None, keys: set[str] | None = None, why: str = "", kind: str = KILLED
+    ) -> int:
+        """Mark KILLED (failure `kind`, default `killed`) the RUNNING runs that nothing will finish: without `owner`,
         those whose stage process is gone (a crash or kill mid-repeat); with `owner` and `keys`, those of
         that stage process with these reuse keys (an earlier attempt of a cell run again, e.g. by Ray
         after its worker died, or the cells of a worker that died: a stage runs each cell once at a time)."""
@@ -313,7 +315,7 @@ class Tracker:
             ]
             reason = why or "the worker training it stopped before the repeat finished; trained again"
         for run in stale:
-            self.finish(run.info.run_id, "KILLED", reason, KILLED)
+            self.finish(run.info.run_id, "KILLED", reason, kind)
         return len(stale)
 
     def log_metrics(self, run_id: str, values: dict, step: int = 0) -> None:

@@ -224,11 +224,14 @@ def _retire_unfinished(stage: Stage, configurations: list[Configuration], exc: B
     if isinstance(exc, tracking.StoreError) or tracking.is_store_error(exc):
         return  # the store is what failed: the next run retires them
     kind, reason = record.crash(exc)
+    kind = record.INTERRUPTED if kind == record.INTERRUPTED else record.KILLED  # stopped, not crashed themselves
     try:
         experiment_id = stage.tracker.experiment_id(stage.dataset)
         for c in configurations:
             children = stage.tracker.children(experiment_id, c.parent_id)
-            stage.tracker.retire_stale(children, owner=stage.owner, keys=set(c.keys), why=f"stage stopped: {reason}")
+            stage.tracker.retire_stale(
+                children, owner=stage.owner, keys=set(c.keys), why=f"stage stopped: {reason}", kind=kind
+            )
     except Exception:  # best effort: the store may be what failed; a rerun retires them
         pass
 
