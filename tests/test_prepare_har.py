@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import HAR_SIZES
-from params_file import write_params
 
-from seqsweep import prepare_har
+from seqsweep import checksum, prepare_har
 from seqsweep.errors import DataFormatError, MissingInputError
-from seqsweep.params import HAR_SHA256, load_params
 from seqsweep.tools.sample_data import ACTIVITIES, format_fixed16
 
 CHANNELS = [f"{s}_{a}" for s in ("total_acc", "body_acc", "body_gyro") for a in "xyz"]
@@ -50,8 +49,7 @@ def edit_line(path: Path, line_no: int, edit) -> None:
 
 
 def run_prepare():
-    params = load_params()["data"]["har"]
-    return prepare_har.prepare(Path("data/extracted/har"), Path("data/prepared/har"), params["sha256"])
+    return prepare_har.prepare(Path("data/extracted/har"), Path("data/prepared/har"))
 
 
 def assert_nothing_written(workspace: Path) -> None:
@@ -75,11 +73,17 @@ def test_prepare_writes_windows_labels_and_meta(workspace, extracted):
     assert set(np.unique(arrays["y_train"])) <= set(range(6))
 
     meta = json.loads((out / "meta.json").read_text())
-    params = load_params()["data"]["har"]
     assert meta["dataset"] == "har"
-    assert meta["source_sha256"] == params["sha256"]
-    assert "source_url" not in meta, "a mirror with the same bytes must not change the prepared data"
-    assert meta["official"] is False  # the synthetic archive's checksum is not the official one
+    assert "source_url" not in meta and "source_sha256" not in meta, "the archive's packaging is not the data"
+    assert meta["official"] is False  # synthetic files are not the published ones
+    assert len(meta["files"]) == 21
+    # the sample's activity names are the published file, its signals and labels are not
+    assert set(meta["unofficial_files"]) == set(meta["files"]) - {"activity_labels.txt"}
+    assert meta["files"]["activity_labels.txt"]["published"] is True
+    assert meta["files"]["train/y_train.txt"] == {
+        "sha256": checksum.sha256_file(extracted / "train" / "y_train.txt"),
+        "published": False,
+    }
     assert (meta["n_train"], meta["n_test"]) == (N_TRAIN, N_TEST)
     assert meta["shapes"]["X_train"] == [N_TRAIN, 128, 9] and meta["shapes"]["y_test"] == [N_TEST]
     assert meta["dtypes"] == {"X_train": "float32", "y_train": "int64", "X_test": "float32", "y_test": "int64"}
@@ -87,9 +91,26 @@ def test_prepare_writes_windows_labels_and_meta(workspace, extracted):
     assert meta["classes"] == list(ACTIVITIES)
 
 
-def test_meta_is_official_only_for_the_official_checksum(workspace, extracted):
-    write_params(workspace, {"data.har.sha256": HAR_SHA256})
-    assert run_prepare()["official"] is True
+def test_data_is_official_when_every_file_read_has_its_published_content_and_a_changed_file_is_named(
+    workspace, extracted, monkeypatch
+):
+    facts = workspace / "published_data.yaml"  # the published content, as if the sample were UCI's
+    digests = {name: checksum.sha256_file(path) for name, path in prepare_har.files_read(extracted).items()}
+    facts.write_text(yaml.safe_dump({"har": digests}))
+    monkeypatch.setattr(checksum, "PUBLISHED_FILE", facts)
+    meta = run_prepare()
+    assert meta["official"] is True and meta["unofficial_files"] == []
+    assert all(entry["published"] for entry in meta["files"].values())
+    before = (workspace / "data/prepared/har/meta.json").read_bytes()
+    assert prepare_har.data_label(meta) == "official"
+
+    flip_sign = lambda line: line[:1] + (b"-" if line[1:2] == b" " else b" ") + line[2:]  # noqa: E731
+    edit_line(signal(extracted, "test", "body_gyro_z"), 3, flip_sign)
+    meta = run_prepare()
+    assert meta["official"] is False
+    assert meta["unofficial_files"] == ["test/Inertial Signals/body_gyro_z_test.txt"]
+    assert "body_gyro_z_test.txt" in prepare_har.data_label(meta)
+    assert (workspace / "data/prepared/har/meta.json").read_bytes() != before
 
 
 def test_channels_are_stacked_total_acc_body_acc_body_gyro_x_y_z(workspace, extracted):

@@ -19,7 +19,7 @@ import pytest
 from conftest import IMDB_SIZES, sha256_of
 from params_file import write_params
 
-from seqsweep import prepare_imdb
+from seqsweep import checksum, prepare_imdb
 from seqsweep.errors import ArchiveError, ChecksumError, DataFormatError, MissingInputError
 from seqsweep.params import load_params
 
@@ -112,8 +112,9 @@ def test_stage_writes_arrays_and_meta(workspace, sample_archives):
     meta = json.loads((out / "meta.json").read_text())
     params = load_params()["data"]["imdb"]
     assert meta["dataset"] == "imdb" and "source_url" not in meta
-    assert meta["source_sha256"] == sha256_of(raw / "imdb.npz") == params["sha256"]
-    assert meta["official"] is False
+    assert meta["files"] == {"imdb.npz": {"sha256": sha256_of(raw / "imdb.npz"), "published": False}}
+    assert sha256_of(raw / "imdb.npz") == params["sha256"]
+    assert meta["official"] is False and meta["unofficial_files"] == ["imdb.npz"]
     assert (meta["n_train"], meta["n_test"], meta["num_words"], meta["maxlen"]) == (n_train, n_test, 5000, 64)
     assert meta["shapes"] == {
         "X_train": [n_train, 64],
@@ -128,7 +129,9 @@ def test_official_flag_follows_the_files_checksum(workspace, sample_archives, mo
     raw = workspace / "data" / "raw"
     raw.mkdir(parents=True)
     shutil.copy(sample_archives["imdb.npz"], raw / "imdb.npz")
-    monkeypatch.setitem(prepare_imdb.OFFICIAL_SHA256, "imdb", frozenset({sha256_of(raw / "imdb.npz")}))
+    facts = workspace / "published_data.yaml"  # the published content, as if this file were Keras's
+    facts.write_text(f"imdb:\n  imdb.npz: {sha256_of(raw / 'imdb.npz')}\n")
+    monkeypatch.setattr(checksum, "PUBLISHED_FILE", facts)
     prepare_imdb.main(["data/raw/imdb.npz", "data/prepared/imdb"])
     assert json.loads((workspace / "data" / "prepared" / "imdb" / "meta.json").read_text())["official"] is True
 

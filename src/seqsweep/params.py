@@ -23,9 +23,6 @@ HAR_URL = "https://archive.ics.uci.edu/static/public/240/human+activity+recognit
 HAR_SHA256 = "c00b803081a5c797cd5e4b83700a9810b38d53d9d84e01917e090e1fdbc81031"
 IMDB_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
 IMDB_SHA256 = "69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f"
-HAR_LEGACY_SHA256 = "2045e435c955214b38145fb5fa00776c72814f01b203fec405152dac7d5bfeb0"  # the inner zip, legacy URL
-# Checksums of the genuine archives: data with any other checksum is labelled synthetic/unofficial.
-OFFICIAL_SHA256 = {"har": frozenset({HAR_SHA256, HAR_LEGACY_SHA256}), "imdb": frozenset({IMDB_SHA256})}
 
 
 @dataclass(frozen=True)

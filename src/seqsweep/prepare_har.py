@@ -1,8 +1,9 @@
 """Stage prepare-har: parse UCI HAR's raw Inertial Signals into windows X (N, 128, 9) float32 and labels y.
 
 Run by DVC as `python -m seqsweep.prepare_har data/extracted/har data/prepared/har`; reads the
-unpacked archive (output of extract-har) and params data.har.sha256, writes
-data/prepared/har/{X_train,y_train,X_test,y_test}.npy and meta.json atomically.
+unpacked archive (output of extract-har), writes data/prepared/har/{X_train,y_train,X_test,y_test}.npy
+and meta.json atomically. The data is official when every file read is the published one (by SHA-256,
+published_data.yaml), whatever archive or mirror it came from.
 
 - X: float32, channels in the tutorials' order (CHANNELS): total_acc x,y,z, body_acc x,y,z,
   body_gyro x,y,z. Each value is the float32 of the double nearest the decimal text, i.e. exactly
@@ -28,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from seqsweep.atomic import save_arrays_dir
+from seqsweep.checksum import content_record
 from seqsweep.errors import DataFormatError, MissingInputError, exit_on_error
-from seqsweep.params import OFFICIAL_SHA256, load_params
+from seqsweep.params import load_params
 from seqsweep.paths import PREPARED_ARRAYS
 
 DATASET = "har"
@@ -233,8 +235,21 @@ def load_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def prepare(source: str | Path, dest: str | Path, sha256: str) -> dict:
-    """Parse the extracted dataset under `source` and write the arrays and meta.json to `dest` atomically."""
+def files_read(root: Path) -> dict[str, Path]:
+    """Every file `prepare` reads, by its path under `UCI HAR Dataset/` (as published_data.yaml names them)."""
+    names = ["activity_labels.txt"]
+    for split in SPLITS:
+        names.append(f"{split}/y_{split}.txt")
+        names += [str(signal_path(Path(), split, channel)) for channel in CHANNELS]
+    return {name: root / name for name in names}
+
+
+def prepare(source: str | Path, dest: str | Path) -> dict:
+    """Parse the extracted dataset under `source` and write the arrays and meta.json to `dest` atomically.
+
+    `official` is decided by content: every file read must have its published SHA-256 (meta.json
+    records each file's digest and whether it is the published one), so the same files from another
+    archive or mirror are official too, and yield the very same prepared folder."""
     source, dest = Path(source), Path(dest)
     root = source / ROOT_NAME
     if not root.is_dir():
@@ -244,10 +259,12 @@ def prepare(source: str | Path, dest: str | Path, sha256: str) -> dict:
     arrays = {}
     for split in SPLITS:
         arrays[f"X_{split}"], arrays[f"y_{split}"] = load_split(root, split)
+    files, differing = content_record(DATASET, files_read(root))
     meta = {
         "dataset": DATASET,
-        "source_sha256": sha256,
-        "official": sha256 in OFFICIAL_SHA256[DATASET],
+        "official": not differing,
+        "unofficial_files": differing,
+        "files": files,
         "n_train": len(arrays["y_train"]),
         "n_test": len(arrays["y_test"]),
         "shapes": {name: list(arrays[name].shape) for name in PREPARED_ARRAYS},
@@ -259,6 +276,16 @@ def prepare(source: str | Path, dest: str | Path, sha256: str) -> dict:
     return meta
 
 
+def data_label(meta: dict) -> str:
+    """`official`, or why not: the files that differ from the published ones."""
+    if meta["official"]:
+        return "official"
+    first, *others = meta["unofficial_files"]
+    if others:
+        return f"SYNTHETIC / unofficial: {first} and {len(others)} more files differ from the published ones"
+    return f"SYNTHETIC / unofficial: {first} differs from the published file"
+
+
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
     """`python -m seqsweep.prepare_har <extracted folder> <prepared folder>`."""
@@ -266,11 +293,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("extracted", type=Path, help="the unpacked archive (e.g. data/extracted/har)")
     parser.add_argument("prepared", type=Path, help="where to write the arrays (e.g. data/prepared/har)")
     args = parser.parse_args(argv)
-    params = load_params()["data"][DATASET]
-    dest = args.prepared
-    meta = prepare(args.extracted, dest, params["sha256"])
-    label = "official" if meta["official"] else "SYNTHETIC / unofficial"
-    print(f"{dest}: {meta['n_train']} train / {meta['n_test']} test windows ({label} data)", file=sys.stderr)
+    load_params()  # every stage validates the whole file before doing any work
+    meta = prepare(args.extracted, args.prepared)
+    print(
+        f"{args.prepared}: {meta['n_train']} train / {meta['n_test']} test windows ({data_label(meta)})",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

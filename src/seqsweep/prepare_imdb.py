@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from seqsweep.atomic import save_arrays_dir
-from seqsweep.checksum import sha256_file
+from seqsweep.checksum import content_record, sha256_file
 from seqsweep.errors import ArchiveError, ChecksumError, DataFormatError, MissingInputError, exit_on_error
-from seqsweep.params import OFFICIAL_SHA256, load_params
+from seqsweep.params import load_params
 from seqsweep.paths import PREPARED_ARRAYS
 
 DATASET = "imdb"
@@ -231,10 +231,12 @@ def prepare(source: str | Path, dest: str | Path, sha256: str, num_words: int, m
             f"{source}: SHA-256 is {actual} but data.imdb.sha256 is {sha256}; run `dvc repro download@imdb`"
         )
     arrays = prepare_arrays(read_npz(source), num_words, maxlen, str(source))
+    files, differing = content_record(DATASET, {"imdb.npz": source})
     meta = {
         "dataset": DATASET,
-        "source_sha256": actual,
-        "official": actual in OFFICIAL_SHA256[DATASET],
+        "official": not differing,
+        "unofficial_files": differing,
+        "files": files,
         "n_train": len(arrays["y_train"]),
         "n_test": len(arrays["y_test"]),
         "shapes": {name: list(arrays[name].shape) for name in PREPARED_ARRAYS},
@@ -265,8 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()["data"][DATASET]
     dest = args.prepared
     meta = prepare(args.archive, dest, params["sha256"], params["num_words"], params["maxlen"])
-    label = "official" if meta["official"] else "SYNTHETIC / unofficial"
-    print(f"{dest}: {meta['n_train']} train / {meta['n_test']} test reviews ({label} data)", file=sys.stderr)
+    label = "official" if meta["official"] else "SYNTHETIC / unofficial: imdb.npz differs from the published file"
+    print(f"{dest}: {meta['n_train']} train / {meta['n_test']} test reviews ({label})", file=sys.stderr)
 
 
 if __name__ == "__main__":

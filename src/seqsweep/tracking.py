@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import filelock
@@ -356,12 +357,19 @@ def dataset_inputs(name: str, source_url: str, synthetic: bool, *, train: tuple,
     dataset inputs. `train` and `test` are (X, y, digest); the digest identifies the prepared arrays.
     The source is the download URL; `synthetic` is both an input tag and part of the profile."""
     import mlflow.data
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.entities import Dataset
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     inputs = []
     for context, (X, y, digest) in (("training", train), ("evaluation", test)):
-        entity = mlflow.data.from_numpy(X, targets=y, source=source_url, name=name, digest=digest)._to_mlflow_entity()
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source for both "" and "file" URIs, then warns that a
+            # file:// URL "can be interpreted in multiple ways" (the same class twice); only that.
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+            source = HTTPDatasetSource(source_url) if source_url.startswith(("http://", "https://")) else source_url
+            dataset = mlflow.data.from_numpy(X, targets=y, source=source, name=name, digest=digest)
+        entity = dataset._to_mlflow_entity()
         profile = {**json.loads(entity.profile or "{}"), "synthetic": synthetic, "rows": int(len(X))}
         entity = Dataset(
             entity.name, entity.digest, entity.source_type, entity.source, entity.schema, json.dumps(profile)
