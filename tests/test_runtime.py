@@ -112,3 +112,21 @@ def test_an_exception_is_a_crash_and_a_signal_an_interruption():
     assert record.crash(KeyboardInterrupt("signal SIGTERM"))[0] == record.INTERRUPTED
     assert {record.STATUS[k] for k in (record.CRASHED, record.INTERRUPTED, record.KILLED)} == {"KILLED"}
     assert record.STATUS[record.DIVERGED] == "FAILED"
+
+
+def test_tensorflows_meaningless_error_line_is_dropped_and_everything_else_reaches_stderr_in_order():
+    script = r"""
+import os, sys
+from seqsweep import runtime
+runtime.drop_stderr_lines()
+os.write(2, b"\rprogress 1/2")
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+os.write(2, b"E0000 00:00:1 node_def_util.cc:682] NodeDef mentions attribute use_unbounded_threadpool which")
+os.write(2, b" is not in the op definition: Op<name=MapDataset>\n")
+os.write(2, b"E0000 a real error from C++\n")
+print("error: the stage's last line", file=sys.stderr)
+sys.exit(1)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == b"\rprogress 1/2E0000 a real error from C++\nerror: the stage's last line\n"

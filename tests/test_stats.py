@@ -124,3 +124,32 @@ def test_epoch_band_summarises_each_epoch_over_the_series_that_reach_it_and_skip
     assert band[0].mean == 2.0 and band[0].std == pytest.approx(math.sqrt(2))
     assert band[1].mean == 4.0 and band[1].std == pytest.approx(2.0)
     assert band[2].mean == 5.0 and band[2].std is None
+
+
+def test_hedges_g_is_the_pooled_standardised_difference_with_the_small_sample_correction():
+    # means 2 and 5, sample variances 1 and 1: pooled sd 1, d = -3, J = 1 - 3 / (4 * 6 - 9) = 0.8
+    assert stats.hedges_g([1, 2, 3], [4, 5, 6]) == pytest.approx(-3 * 0.8)
+    assert stats.hedges_g([1], [4, 5]) is None and stats.hedges_g([1, 1], [2, 2]) is None
+
+
+def test_bootstrap_intervals_hold_the_estimate_are_reproducible_and_exclude_zero_only_for_a_real_gap():
+    a = [0.90, 0.91, 0.89, 0.92, 0.90, 0.91, 0.88, 0.90, 0.91, 0.90]
+    low, high = stats.mean_ci(a)
+    assert low < sum(a) / len(a) < high and high - low < 0.03
+    assert stats.mean_ci(a) == (low, high), "seeded: the same repeats give the same interval"
+    assert stats.mean_ci([0.9]) is None and stats.mean_ci([0.5, 0.5]) == (0.5, 0.5)
+    worse = [x - 0.05 for x in a]
+    d_low, d_high = stats.diff_ci(worse, a)
+    assert d_low < -0.05 + 1e-9 < d_high and d_high < 0, "a 5-point gap: the interval excludes 0"
+    same_low, same_high = stats.diff_ci(a[::-1], a)
+    assert same_low < 0 < same_high
+
+
+def test_comparisons_with_the_best_carry_the_difference_its_interval_and_the_effect_size():
+    samples = {"best": [0.9, 0.92, 0.91], "other": [0.8, 0.82, 0.81]}
+    out = stats.compare_to_best(samples, "best", 0.05)
+    other = out["other"]
+    assert other.diff == pytest.approx(-0.1)
+    assert other.diff_ci[0] <= other.diff <= other.diff_ci[1] < 0
+    assert other.hedges_g == pytest.approx(stats.hedges_g(samples["other"], samples["best"]))
+    assert out["best"].diff is None

@@ -141,13 +141,15 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
                 keep_model=cell.save_model,
             )
     except BaseException as exc:
+        store_failed = isinstance(exc, tracking.StoreError) or tracking.is_store_error(exc)
         kind, reason = record.crash(exc)
-        try:  # best effort: the store itself may be what failed
-            for run_id in run_ids.values():
-                tracker.finish(run_id, record.STATUS[kind], reason, kind)
-        except Exception:  # the original error is what the user needs
-            pass
-        if kind == record.CRASHED and not isinstance(exc, SeqsweepError) and not tracking.is_store_error(exc):
+        if not store_failed:  # (a store that stopped answering would make each write wait out its retries)
+            try:
+                for run_id in run_ids.values():
+                    tracker.finish(run_id, record.STATUS[kind], reason, kind)
+            except Exception:  # the original error is what the user needs; the next run retires them
+                pass
+        if kind == record.CRASHED and not isinstance(exc, SeqsweepError) and not store_failed:
             raise CellError.crashed(cell, reason) from exc
         raise
     for i, result in zip(todo, results, strict=True):

@@ -45,9 +45,15 @@ CSV_COLUMNS = [
     "std_pct",
     "min_pct",
     "max_pct",
+    "ci95_low_pct",
+    "ci95_high_pct",
     "vs_best",
     "p_welch",
     "p_holm",
+    "diff_to_best_pct",
+    "diff_ci95_low_pct",
+    "diff_ci95_high_pct",
+    "hedges_g",
     "published",
     "config",
     "mlflow_parent_run_id",
@@ -126,6 +132,18 @@ def verdict_text(c: stats.Comparison | None) -> str:
     return c.verdict if c.p_holm is None else f"{c.verdict} (Holm p={c.p_holm:.3g})"
 
 
+def ci_text(ci: tuple[float, float] | None) -> str:
+    return "n/a" if ci is None else f"[{pct(ci[0])}, {pct(ci[1])}]"
+
+
+def difference_text(c: stats.Comparison | None) -> str:
+    """`-1.234 [-2.345, -0.123], g = -1.10`: the difference to the best in points, its 95% interval, the effect size."""
+    if c is None or c.diff is None:
+        return ""
+    g = "" if c.hedges_g is None else f", g = {c.hedges_g:.2f}"
+    return f"{100 * c.diff:+.3f} {ci_text(c.diff_ci)}{g}"
+
+
 def figure_text(fig: dict) -> str:
     text = f"{fig['mean']:.2f}%" + (f" (+/-{fig['std']:.2f})" if fig.get("std") is not None else "")
     return text + (f", {fig['repeats']} repeat{'s' * (fig['repeats'] != 1)}" if fig.get("repeats") else "")
@@ -147,7 +165,9 @@ def significance_text(report: DatasetReport) -> str:
         f"Significance: {stats.METHOD} (m = {report.n_tested}), at alpha = {report.alpha:g}. "
         f'"{stats.TIE}": not significantly different from the best (Holm-adjusted p > {report.alpha:g}); '
         f'"{stats.WORSE}": significantly below it; "{stats.UNTESTABLE}": fewer than 2 finished repeats, '
-        "cannot be tested."
+        "cannot be tested. Uncertainty: 95% bootstrap intervals (BCa, 9999 resamples) of each mean and of "
+        "its difference to the best; an interval of the difference that excludes 0 is a real gap, and "
+        "Hedges' g gives its size in pooled standard deviations (|g| about 0.2 small, 0.8 large)."
     )
 
 
@@ -169,9 +189,15 @@ def csv_records(report: DatasetReport) -> list[dict]:
             "std_pct": pct(r.summary.std),
             "min_pct": pct(r.summary.min),
             "max_pct": pct(r.summary.max),
+            "ci95_low_pct": pct(r.ci[0]) if r.ci else "n/a",
+            "ci95_high_pct": pct(r.ci[1]) if r.ci else "n/a",
             "vs_best": r.comparison.verdict if r.comparison else "",
             "p_welch": "" if r.comparison is None or r.comparison.p_value is None else f"{r.comparison.p_value:.6g}",
             "p_holm": "" if r.comparison is None or r.comparison.p_holm is None else f"{r.comparison.p_holm:.6g}",
+            "diff_to_best_pct": "" if r.comparison is None or r.comparison.diff is None else pct(r.comparison.diff),
+            "diff_ci95_low_pct": pct(r.comparison.diff_ci[0]) if r.comparison and r.comparison.diff_ci else "",
+            "diff_ci95_high_pct": pct(r.comparison.diff_ci[1]) if r.comparison and r.comparison.diff_ci else "",
+            "hedges_g": "" if r.comparison is None or r.comparison.hedges_g is None else f"{r.comparison.hedges_g:.3f}",
             "published": "; ".join(figure_text(f) for f in r.published),
             "config": r.key,
             "mlflow_parent_run_id": r.parent_run_id or "",
@@ -213,6 +239,10 @@ def md_section(report: DatasetReport) -> str:
     if report.best is not None:
         b = report.best
         out.append(f"Best: **{b.label}**, {accuracy_text(b.summary)}, n = {b.summary.n}.\n")
+        out.append(
+            "The best is chosen on the test accuracy it reports, so its figure is optimistic (the winner of "
+            "many noisy comparisons); this pipeline has no validation split to choose on yet.\n"
+        )
     else:
         out.append("Best: none (no configuration has a finished repeat).\n")
     out.append(significance_text(report) + "\n")
@@ -226,13 +256,15 @@ def md_section(report: DatasetReport) -> str:
         "n",
         "n_failed",
         "accuracy % (mean +/- std)",
+        "95% CI of the mean %",
         "min %",
         "max %",
         f"vs best (Welch, Holm, alpha={report.alpha:g})",
+        "difference to best, points [95% CI], Hedges' g",
         "published (reference study)",
     ]
     out.append("| " + " | ".join(header) + " |")
-    out.append("|" + "|".join(["---:", "---"] + ["---:"] * 9 + ["---", "---"]) + "|")
+    out.append("|" + "|".join(["---:", "---"] + ["---:"] * 10 + ["---", "---", "---"]) + "|")
     for r in report.rows:
         s = r.summary
         cells = [
@@ -245,9 +277,11 @@ def md_section(report: DatasetReport) -> str:
             s.n,
             r.n_failed,
             accuracy_text(s),
+            ci_text(r.ci),
             pct(s.min),
             pct(s.max),
             verdict_text(r.comparison),
+            difference_text(r.comparison),
             "; ".join(figure_text(f) for f in r.published),
         ]
         out.append("| " + " | ".join(str(c) for c in cells) + " |")

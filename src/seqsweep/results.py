@@ -4,6 +4,7 @@ dataset. The run files they are read from are written and read by `seqsweep.reco
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from seqsweep import stats
@@ -44,6 +45,11 @@ class Row:
     @property
     def summary(self) -> stats.Summary:
         return stats.summarise(self.accuracies)
+
+    @functools.cached_property
+    def ci(self) -> tuple[float, float] | None:
+        """95% bootstrap confidence interval of the mean test accuracy (None below 2 repeats)."""
+        return stats.mean_ci(self.accuracies)
 
     @property
     def uid(self) -> str:

@@ -157,3 +157,63 @@ def seen() -> dict[str, str]:
         "deterministic": str(deterministic).lower(),
         "xla_flags": " ".join(flags),
     }
+
+
+# TensorFlow's C++ runtime logs this at error level on every fit (Keras's tf.data input pipeline sets
+# an attribute the installed op definition lacks, and TF ignores it), preceded by absl's notice that it
+# logs to stderr: nothing a user did or can fix. These two lines, and only these, are dropped.
+TF_NOISE = (
+    b"NodeDef mentions attribute use_unbounded_threadpool",
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+)
+
+
+def drop_stderr_lines(needles: tuple[bytes, ...] = TF_NOISE) -> None:
+    """Forward this process's stderr (file descriptor 2, where C++ logs go) through a filter that drops
+    exactly the lines containing one of `needles`; everything else passes at once (progress bars
+    included). Undone at exit, after the last line has been forwarded."""
+    import atexit
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    original = os.dup(2)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    starts = (b"E0000", b"WARNING: All log")  # only a line that may be one of them is held until complete
+
+    def keep(line: bytes) -> bool:
+        return not any(needle in line for needle in needles)
+
+    def clean(line: bytes) -> bytes:
+        """The line with its newline, or, for a noise line, only what came before the noise started
+        (the tail of a progress bar's redraw that the noise was appended to)."""
+        if keep(line):
+            return line + b"\n"
+        return line[: min((i for s in starts if (i := line.find(s)) >= 0), default=0)]
+
+    def pump() -> None:
+        pending = b""
+        with os.fdopen(read_fd, "rb", buffering=0) as source:
+            while chunk := source.read(1 << 16):
+                *lines, pending = (pending + chunk).split(b"\n")
+                out = b"".join(clean(line) for line in lines)
+                if pending and not any(pending.startswith(s) or s.startswith(pending) for s in starts):
+                    out, pending = out + pending, b""
+                _write_all(original, out)
+        if keep(pending):
+            _write_all(original, pending)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's last writer: the pump drains it and stops
+        thread.join(timeout=5)
+
+    atexit.register(restore)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]

@@ -39,11 +39,73 @@ class Summary:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One configuration against the best: raw and Holm-adjusted p-values and the verdict."""
+    """One configuration against the best: raw and Holm-adjusted p-values and the verdict; the
+    difference of its mean to the best's with a 95% bootstrap interval, and Hedges' g (effect size)."""
 
     verdict: str
     p_value: float | None = None
     p_holm: float | None = None
+    diff: float | None = None  # mean - best mean (<= 0)
+    diff_ci: tuple[float, float] | None = None
+    hedges_g: float | None = None
+
+
+CONFIDENCE = 0.95
+RESAMPLES = 9999  # bootstrap resamples; seeded, so the same repeats always give the same intervals
+
+
+def _bootstrap(samples: tuple, statistic) -> tuple[float, float]:
+    """A BCa bootstrap interval (scipy.stats.bootstrap), seeded; the percentile interval where BCa is
+    undefined (e.g. a degenerate jackknife)."""
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():  # BCa warns, then returns NaN, on degenerate samples: handled below
+            warnings.simplefilter("ignore")
+            ci = sps.bootstrap(
+                samples,
+                statistic,
+                n_resamples=RESAMPLES,
+                confidence_level=CONFIDENCE,
+                method=method,
+                vectorized=True,
+                rng=np.random.default_rng(0),
+            ).confidence_interval
+        if math.isfinite(ci.low) and math.isfinite(ci.high):
+            break
+    return float(ci.low), float(ci.high)
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float] | None:
+    """95% bootstrap confidence interval of the mean; None below 2 values; the value itself when all
+    values are equal (nothing varies to resample)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size < 2:
+        return None
+    if np.all(a == a[0]):
+        return float(a[0]), float(a[0])
+    return _bootstrap((a,), lambda x, axis: np.mean(x, axis=axis))
+
+
+def diff_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float] | None:
+    """95% bootstrap confidence interval of mean(a) - mean(b), each sample resampled on its own."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size < 2 or b.size < 2:
+        return None
+    if np.all(a == a[0]) and np.all(b == b[0]):
+        return float(a[0] - b[0]), float(a[0] - b[0])
+    return _bootstrap((a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis))
+
+
+def hedges_g(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Hedges' g of a against b: the difference of means over the pooled sample standard deviation,
+    with the small-sample correction 1 - 3 / (4 (na + nb) - 9). None below 2 values each or when
+    neither sample varies."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size < 2 or b.size < 2:
+        return None
+    pooled = math.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2))
+    if pooled == 0:
+        return None
+    return float((a.mean() - b.mean()) / pooled * (1 - 3 / (4 * (a.size + b.size) - 9)))
 
 
 def summarise(values: Sequence[float]) -> Summary:
@@ -141,5 +203,13 @@ def compare_to_best(samples: Mapping[str, Sequence[float]], best: str | None, al
             tested[key] = welch_p(values, reference)
     keys = list(tested)
     for key, adjusted in zip(keys, holm([tested[k] for k in keys]), strict=True):
-        out[key] = Comparison(TIE if adjusted > alpha else WORSE, tested[key], adjusted)
+        values = samples[key]
+        out[key] = Comparison(
+            TIE if adjusted > alpha else WORSE,
+            tested[key],
+            adjusted,
+            float(np.mean(values) - np.mean(reference)),
+            diff_ci(values, reference),
+            hedges_g(values, reference),
+        )
     return out

@@ -322,8 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output", type=Path, help="the run file to write (e.g. runs/har-lstm.json)")
     args = parser.parse_args(argv)
     params = load_params()
-    if __name__ == "__main__":  # SIGTERM (a killed `dvc repro`) stops training as Ctrl-C does: runs marked KILLED
-        signal.signal(signal.SIGTERM, _interrupt)
+    if __name__ == "__main__":  # the stage's own process (not a caller's, e.g. a test's)
+        signal.signal(signal.SIGTERM, _interrupt)  # a killed `dvc repro` stops training as Ctrl-C does
+        runtime.drop_stderr_lines()  # TensorFlow's one meaningless error line per fit, and only that
     stage = f"train-{args.dataset}@{args.arch}"
     try:
         with tracking.store_errors(tracking.resolve_tracking_uri(params["mlflow"]["tracking_uri"])):
