@@ -48,7 +48,6 @@ def project(root: Path, archive: Path, archs: list[str], repeats: int) -> Path:
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"]["har"] = {"url": archive.resolve().as_uri(), "sha256": sha256_file(archive)}
     params["archs"]["har"] = archs
@@ -69,6 +68,7 @@ def project(root: Path, archive: Path, archs: list[str], repeats: int) -> Path:
         "--allow-empty",
     )
     sh(root, str(BIN / "dvc"), "init", "-q")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")
     return root
 
 
