@@ -24,9 +24,11 @@ REAL = REPO.parent / "shared" / "data" / "uci-har" / "uci-har-dataset.zip"
 # Published per-class window counts, activities 1..6 (the data set's README; shared/data/uci-har/README.md)
 TRAIN_COUNTS = [1226, 1073, 986, 1286, 1374, 1407]
 TEST_COUNTS = [496, 471, 420, 491, 532, 537]
-# cnn1d (units 100, batch 64, dropout 0.5), 1 repeat of 2 epochs on all 7352 windows: measured 0.87 on this
-# machine (the study's 15 epochs reach 0.91). A label shifted by one class, train and test channels in
-# different orders, or signals scaled wrongly leave it near chance (1/6) or far below this.
+# cnn1d (units 100, batch 64, dropout 0.5), 1 repeat of 2 epochs on all 7352 windows: measured 0.872 here
+# (2026-11-30; the study's 15 epochs reach about 0.91). The threshold sits well below that, for seeds and
+# machines, and far above chance (1/6) and the largest class (0.18): a bug that breaks the relation
+# between windows and labels (labels misaligned with their windows, train and test channels in different
+# orders, a split scaled differently) leaves the test set near chance.
 MIN_ACCURACY_AFTER_2_EPOCHS = 0.75
 
 
