@@ -65,9 +65,7 @@ class Runtime:
     def apply(self, **share) -> None:
         """Make this process train with this runtime (before Keras, TensorFlow or JAX is imported)."""
         os.environ.update(self.env(**share))
-        if self.deterministic:
-            os.environ["TF_DETERMINISTIC_OPS"] = "1"
-        else:
+        if not self.deterministic:  # env() only sets it; an inherited one must go
             os.environ.pop("TF_DETERMINISTIC_OPS", None)
 
     def versions(self) -> str:

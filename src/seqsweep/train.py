@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqsweep import atomic, cell, grid, paths, prepared, record, runtime, tracking, workers
+from seqsweep import atomic, cell, engines, grid, paths, prepared, record, runtime, tracking, workers
 from seqsweep.checksum import digest
 from seqsweep.errors import SeqsweepError, exit_on_error
 from seqsweep.params import load_params
@@ -159,7 +159,7 @@ def plan_cells(
         parent_id="",
         experiment_id=experiment_id,
         runtime=stage.runtime,
-        shape=_shape(stage),
+        shape=engines.shape_kwargs(stage.dataset, stage.meta, stage.arrays["X_train"]),
         tags=stage.tags,
         inputs=stage.inputs,
         tracking_uri=stage.tracker.uri,
@@ -176,12 +176,6 @@ def plan_cells(
             replace(template, config=c.config, parent_id=c.parent_id), c.pending, c.seeds, c.keys, parts
         )
     ]
-
-
-def _shape(stage: Stage) -> dict:
-    from seqsweep import engines
-
-    return engines.shape_kwargs(stage.dataset, stage.meta, stage.arrays["X_train"])
 
 
 def train_cells(
