@@ -55,14 +55,19 @@ def in_jax(script: str, timeout: int = 600) -> dict:
 def test_a_fused_repeat_is_the_fit_repeat_of_its_seed_batched_with_others():
     """Same initial weights, shuffling, dropout masks and optimizer: each lane's per-epoch loss and
     its test accuracy are those of `fit` for its seed on the same backend, up to float rounding;
-    batch 60 over 128 examples leaves a partial last batch, as fit does."""
+    batch 60 over 128 examples leaves a partial last batch, as fit does. With a validation split, its
+    per-epoch loss and accuracy are fit's too."""
     out = in_jax("""
         arrays = har_data()
         program = engines.Program("har", "lstm", grid.Config(8, 60, 0.5, 2), (11, 22, 33), SHAPE)
         fit = engines.train("fit", program, arrays)
         fused = engines.train("fused", program, arrays)
+        from seqsweep.prepared import Validation, with_validation
+        held_out = with_validation(arrays, Validation(0.25, seed=5))
+        val = [engines.train(e, program, held_out) for e in ("fit", "fused")]
         print(json.dumps({"fit": [(r.history, r.test_accuracy, r.lanes) for r in fit],
-                          "fused": [(r.history, r.test_accuracy, r.lanes) for r in fused]}))
+                          "fused": [(r.history, r.test_accuracy, r.lanes) for r in fused],
+                          "val": [[(r.history, r.val_accuracy) for r in results] for results in val]}))
     """)
     for (fit_history, fit_accuracy, fit_lanes), (history, accuracy, lanes) in zip(
         out["fit"], out["fused"], strict=True
@@ -73,6 +78,12 @@ def test_a_fused_repeat_is_the_fit_repeat_of_its_seed_batched_with_others():
         assert len(fit_lanes) == 1 and lanes == [11, 22, 33]
     losses = [h["loss"][0] for h, _, _ in out["fused"]]
     assert len(set(losses)) == 3, "each lane is its own repeat"
+    # with a validation split, both evaluate it after every epoch alike
+    for (fit_history, fit_val), (history, val) in zip(*out["val"], strict=True):
+        assert history["loss"] == pytest.approx(fit_history["loss"], rel=1e-5)
+        assert history["val_loss"] == pytest.approx(fit_history["val_loss"], rel=1e-4)
+        assert history["val_accuracy"] == pytest.approx(fit_history["val_accuracy"], abs=1e-6)
+        assert val == history["val_accuracy"][-1] == pytest.approx(fit_val, abs=1e-6)
 
 
 def test_a_nan_in_one_lane_fails_that_repeat_alone_with_its_epoch():

@@ -76,7 +76,7 @@ def test_prepare_writes_windows_labels_and_meta(workspace, extracted):
     assert meta["dataset"] == "har"
     assert "source_url" not in meta and "source_sha256" not in meta, "the archive's packaging is not the data"
     assert meta["official"] is False  # synthetic files are not the published ones
-    assert len(meta["files"]) == 21
+    assert len(meta["files"]) == 23  # 18 signals, 2 label files, 2 subject files, the activity names
     # the sample's activity names are the published file, its signals and labels are not
     assert set(meta["unofficial_files"]) == set(meta["files"]) - {"activity_labels.txt"}
     assert meta["files"]["activity_labels.txt"]["published"] is True
@@ -89,6 +89,11 @@ def test_prepare_writes_windows_labels_and_meta(workspace, extracted):
     assert meta["dtypes"] == {"X_train": "float32", "y_train": "int64", "X_test": "float32", "y_test": "int64"}
     assert meta["channels"] == CHANNELS
     assert meta["classes"] == list(ACTIVITIES)
+    for split in ("train", "test"):  # each window's volunteer, for a validation split by subject
+        subjects = np.load(out / f"subject_{split}.npy", allow_pickle=False)
+        np.testing.assert_array_equal(subjects, np.loadtxt(extracted / split / f"subject_{split}.txt", dtype=np.int64))
+        assert meta["subjects"][split] == sorted(set(subjects.tolist()))
+    assert not set(meta["subjects"]["train"]) & set(meta["subjects"]["test"])
 
 
 def test_data_is_official_when_every_file_read_has_its_published_content_and_a_changed_file_is_named(
@@ -198,6 +203,17 @@ def test_blank_line_is_a_row_without_values(workspace, extracted):
 def test_label_out_of_range_names_labels_file_and_line(workspace, extracted):
     edit_line(extracted / "train" / "y_train.txt", 4, lambda line: b"7")
     with pytest.raises(DataFormatError, match=r"y_train\.txt: line 4: '7' is not an activity id in 1\.\.6"):
+        run_prepare()
+    assert_nothing_written(workspace)
+
+
+def test_a_bad_subject_id_or_a_subject_file_shorter_than_the_labels_is_named(workspace, extracted):
+    path = extracted / "test" / "subject_test.txt"
+    edit_line(path, 3, lambda line: b"x1")
+    with pytest.raises(DataFormatError, match=r"subject_test\.txt: line 3: 'x1' is not a subject id in 1\.\.30"):
+        run_prepare()
+    path.write_bytes(b"2\n" * 5)
+    with pytest.raises(DataFormatError, match=r"subject_test\.txt: line 6: missing row; has 5 rows but y_test\.txt"):
         run_prepare()
     assert_nothing_written(workspace)
 

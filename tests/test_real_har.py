@@ -18,6 +18,7 @@ import pytest
 from dvc_project import BIN, REPO, make_project, sh
 
 from seqsweep.checksum import sha256_file
+from seqsweep.prepared import Validation, split
 
 pytestmark = pytest.mark.slow
 REAL = REPO.parent / "shared" / "data" / "uci-har" / "uci-har-dataset.zip"
@@ -69,9 +70,13 @@ def test_the_real_archive_is_official_by_content_with_the_published_windows_clas
     assert np.load(prepared / "X_train.npy").shape == (7352, 128, 9)
     assert np.load(prepared / "X_test.npy").shape == (2947, 128, 9)
     assert np.bincount(y_train).tolist() == TRAIN_COUNTS and np.bincount(y_test).tolist() == TEST_COUNTS
-    root = project / "data/extracted/har/UCI HAR Dataset"
-    subjects = {split: set(np.loadtxt(root / split / f"subject_{split}.txt", dtype=int)) for split in ("train", "test")}
-    assert (len(subjects["train"]), len(subjects["test"])) == (21, 9) and not subjects["train"] & subjects["test"]
+    subjects = {split: np.load(prepared / f"subject_{split}.npy") for split in ("train", "test")}
+    assert (len(set(subjects["train"])), len(set(subjects["test"]))) == (21, 9)
+    assert not set(subjects["train"]) & set(subjects["test"])
+    # train.validation 0.2 on the real data: whole volunteers, within a subject's windows of the share
+    held = split({"y_train": y_train, "subject_train": subjects["train"]}, Validation(0.2, seed=42))
+    assert abs(len(held.val) - 0.2 * 7352) < 409  # the largest subject has 409 windows
+    assert not set(subjects["train"][held.val]) & set(subjects["train"][held.train])
 
     # The same files re-zipped (another packaging, another checksum): official too, and nothing changes
     # downstream: the prepared folder is byte for byte the same.
@@ -87,6 +92,7 @@ def test_the_real_archive_is_official_by_content_with_the_published_windows_clas
         assert sha256_file(other / "data/prepared/har" / name) == sha256_file(prepared / name), name
 
     # One published file changed: unofficial, and the label names it.
+    root = project / "data/extracted/har/UCI HAR Dataset"
     changed = root / "test" / "Inertial Signals" / "body_acc_x_test.txt"
     changed.write_bytes(changed.read_bytes().replace(b"e-001", b"e-002", 1))
     shutil.rmtree(prepared)

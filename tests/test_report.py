@@ -29,8 +29,9 @@ def _confusion(seed: int) -> list[list[int]]:
     return np.random.default_rng(seed).integers(0, 5, size=(6, 6)).tolist()
 
 
-def config(units, batch, dropout, epochs, results, *, confusion=True, n_epochs=3):
-    """A configuration with repeats given as accuracies (FINISHED) or ("FAILED", reason)."""
+def config(units, batch, dropout, epochs, results, *, confusion=True, n_epochs=3, val=None):
+    """A configuration with repeats given as accuracies (FINISHED) or ("FAILED", reason), and with a
+    validation split their validation accuracies `val`."""
     return dict(
         units=units,
         batch_size=batch,
@@ -39,10 +40,13 @@ def config(units, batch, dropout, epochs, results, *, confusion=True, n_epochs=3
         results=results,
         confusion=confusion,
         n_epochs=n_epochs,
+        val=val,
     )
 
 
-def write_arch(root: Path, dataset: str, arch: str, configs: list[dict], *, synthetic=True, classes=None):
+def write_arch(
+    root: Path, dataset: str, arch: str, configs: list[dict], *, synthetic=True, classes=None, validation=None
+):
     """Write runs/<ds>-<arch>.json as the training stage does."""
     docs = {}
     for c in configs:
@@ -55,6 +59,7 @@ def write_arch(root: Path, dataset: str, arch: str, configs: list[dict], *, synt
                 "seed": 1000 + r,
                 "status": "FAILED" if failed else "FINISHED",
                 "test_accuracy": None if failed else result,
+                "val_accuracy": None if failed or c["val"] is None else c["val"][r],
                 "mlflow_run_id": f"run{r}",
                 "reused": False,
                 "history": {
@@ -94,6 +99,7 @@ def write_arch(root: Path, dataset: str, arch: str, configs: list[dict], *, synt
         "runtime": "test",
         "repeats": 3,
         "timing": {},
+        "validation": validation,
         "configs": docs,
     }
     (folder / f"{dataset}-{arch}.json").write_text(json.dumps(doc))
@@ -256,6 +262,49 @@ def test_official_results_are_not_labelled_synthetic(tmp_path, monkeypatch):
     assert report.metrics_doc(reports)["data"] == "official"
 
 
+def test_without_a_validation_split_the_report_says_choosing_on_test_is_optimistic_and_how_to_stop(reported):
+    md = (reported / "metrics" / "comparison.md").read_text()
+    assert md.count("so its figure is optimistic") == 2  # once per dataset
+    assert "`dvc exp run -S train.validation=0.2`" in md
+    assert {r["selected_on"] for r in read_csv(reported)} == {"test"}
+    assert json.loads((reported / "metrics" / "summary.json").read_text())["selected_on"] == "test"
+
+
+def test_with_a_validation_split_configurations_are_ranked_and_chosen_on_validation_never_on_test(
+    tmp_path, monkeypatch
+):
+    """u100 has the best test accuracy but the worse validation accuracy: chosen on validation, u10
+    wins, and the table reports both configurations' test accuracy beside it."""
+    held_out = {"share": 0.2, "held_out": "subjects 5, 11, 27", "n_train": 5880, "n_val": 1472, "digest": "x"}
+    write_arch(
+        tmp_path,
+        "har",
+        "lstm",
+        [
+            config(100, 64, 0.5, 15, [0.95, 0.96, 0.94], val=[0.80, 0.81, 0.82]),
+            config(10, 64, 0.5, 15, [0.90, 0.91, 0.92], val=[0.88, 0.89, 0.90]),
+        ],
+        classes=HAR_CLASSES,
+        validation=held_out,
+    )
+    monkeypatch.chdir(tmp_path)
+    (har,) = [report.build_dataset("har", Path("runs"), ["lstm"], 0.05, report.load_reference())]
+    assert [(r.rank, r.units) for r in har.rows] == [(1, 10), (2, 100)]
+    assert har.best.units == 10 and har.rows[1].comparison.verdict == stats.WORSE  # 0.81 vs 0.89 on validation
+    md = report.md_section(har)
+    assert "Chosen on validation: **lstm u10 b64 d0.5 e15**, validation accuracy 89.000% (+/-1.000); " in md
+    assert "test accuracy 91.000% (+/-1.000), n = 3." in md
+    assert "1472 training windows held out (20% asked; subjects 5, 11, 27)" in md
+    assert "Significance, on validation accuracy" in md and "optimistic" not in md
+    assert "| 1 (chosen) | lstm | 10 |" in md and "| 95.000% (+/-1.000) |" in md  # u100's test accuracy
+    (best,) = [r for r in report.csv_records(har) if r["rank"] == 1]
+    assert (best["selected_on"], best["val_mean_pct"], best["mean_pct"]) == ("validation", "89.000", "91.000")
+    summary = report.metrics_doc([har])
+    assert summary["selected_on"] == "validation"
+    assert summary["har"]["lstm"]["config"] == "u10-b64-d0.5-e15"
+    assert summary["har"]["lstm"]["val_accuracy_mean"] == pytest.approx(0.89)
+
+
 def test_published_figures_sit_beside_rows_of_the_same_setting_and_the_rest_are_listed(reported):
     har = {(r["arch"], r["units"]): r for r in rows_of(reported, "har")}
     assert har[("lstm", "100")]["published"] == "89.72% (+/-1.37), 10 repeats"
@@ -306,8 +355,9 @@ def test_summary_holds_the_best_configuration_per_architecture_and_per_dataset(r
 
 
 def test_summary_holds_only_what_experiments_are_compared_by_whatever_the_grid(reported):
-    """dvc exp show gets one column per leaf: accuracy, its spread, n and the configuration's label,
-    never digests, run ids, timings or per-repeat lists, and nothing per configuration."""
+    """dvc exp show gets one column per leaf: accuracy, its spread, n and the configuration's label
+    (and what it was chosen on), never digests, run ids, timings or per-repeat lists, and nothing per
+    configuration."""
 
     def leaves(node, prefix=""):
         if isinstance(node, dict):
@@ -317,6 +367,7 @@ def test_summary_holds_only_what_experiments_are_compared_by_whatever_the_grid(r
     names = leaves(json.loads((reported / "metrics" / "summary.json").read_text()))
     assert {n.rsplit(".", 1)[-1] for n in names} <= {
         "data",
+        "selected_on",
         "arch",
         "config",
         "test_accuracy_mean",
@@ -324,7 +375,7 @@ def test_summary_holds_only_what_experiments_are_compared_by_whatever_the_grid(r
         "n",
     }
     n_archs = sum(len(v) for v in SCENARIO_ARCHS.values())
-    assert len(names) == 1 + 4 * n_archs + 5 * 2
+    assert len(names) == 2 + 4 * n_archs + 5 * 2
 
 
 # ---- plot data -----------------------------------------------------------------------------------------

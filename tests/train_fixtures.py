@@ -12,14 +12,16 @@ HAR_CLASSES = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "
 
 
 def write_prepared_har(ws: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> None:
+    """Windows of 8 training subjects (1-8, 8 windows each at the default size) and 4 test subjects (9-12)."""
     rng = np.random.default_rng(seed)
     folder = ws / "data/prepared/har"
     folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
+    for split, n, first in (("train", n_train, 1), ("test", n_test, 9)):
         y = rng.integers(0, 6, n)
         X = (rng.normal(size=(n, 128, 9)) + y[:, None, None] * 0.5).astype(np.float32)
         np.save(folder / f"X_{split}.npy", X)
         np.save(folder / f"y_{split}.npy", y)
+        np.save(folder / f"subject_{split}.npy", first + np.arange(n) * (8 if split == "train" else 4) // n)
     (folder / "meta.json").write_text(json.dumps({"dataset": "har", "official": False, "classes": HAR_CLASSES}))
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from seqsweep import engines, grid, record, tracking
+from seqsweep import engines, grid, prepared, record, tracking
 from seqsweep.errors import SeqsweepError
 from seqsweep.runtime import Runtime, seen
 
@@ -59,6 +59,7 @@ class Cell:
     owner: str = ""  # host:pid of the stage process that planned the cell
     verbose: int = 0
     save_model: bool = False
+    validation: prepared.Validation = prepared.Validation()  # held out of the training set (train.validation)
 
     @property
     def label(self) -> str:
@@ -135,7 +136,7 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
             results = engines.train(
                 cell.runtime.engine,
                 program,
-                arrays,
+                prepared.with_validation(arrays, cell.validation),
                 on_epoch=on_epoch,
                 verbose=cell.verbose,
                 keep_model=cell.save_model,

@@ -158,6 +158,7 @@ SCHEMA: dict[str, Any] = {
         "epochs": _optional(_int(1)),
         "engine": _choice("auto", "fit", "fused"),
         "workers": _auto_or(_int(1)),
+        "validation": _number(0.0, 0.5, hi_open=False),
         "deterministic": _bool(),
         "save_model": _bool(),
         "verbose": _int(0, 2),

@@ -9,6 +9,7 @@ DATASETS = ("har", "imdb")
 
 RAW_FILENAMES = {"har": "har.zip", "imdb": "imdb.npz"}  # what download@<dataset> writes under data/raw/
 PREPARED_ARRAYS = ("X_train", "y_train", "X_test", "y_test")  # <name>.npy in a prepared folder, + meta.json
+SUBJECT_ARRAYS = ("subject_train", "subject_test")  # HAR's also: the volunteer of each window
 PLOT_TEMPLATES_DIR = Path(".dvc/plots")  # the Vega-Lite templates dvc.yaml's plots use
 
 

@@ -1,8 +1,9 @@
 """Stage prepare-har: parse UCI HAR's raw Inertial Signals into windows X (N, 128, 9) float32 and labels y.
 
 Run by DVC as `python -m seqsweep.prepare_har data/extracted/har data/prepared/har`; reads the
-unpacked archive (output of extract-har), writes data/prepared/har/{X_train,y_train,X_test,y_test}.npy
-and meta.json atomically. The data is official when every file read is the published one (by SHA-256,
+unpacked archive (output of extract-har), writes data/prepared/har/{X_train,y_train,X_test,y_test}.npy,
+subject_{train,test}.npy (the volunteer of each window, for a validation split by subject) and
+meta.json atomically. The data is official when every file read is the published one (by SHA-256,
 published_data.yaml), whatever archive or mirror it came from.
 
 - X: float32, channels in the tutorials' order (CHANNELS): total_acc x,y,z, body_acc x,y,z,
@@ -32,7 +33,7 @@ from seqsweep.atomic import save_arrays_dir
 from seqsweep.checksum import content_record
 from seqsweep.errors import DataFormatError, MissingInputError, exit_on_error
 from seqsweep.params import load_params
-from seqsweep.paths import PREPARED_ARRAYS
+from seqsweep.paths import PREPARED_ARRAYS, SUBJECT_ARRAYS
 
 DATASET = "har"
 ROOT_NAME = "UCI HAR Dataset"
@@ -40,6 +41,7 @@ SPLITS = ("train", "test")
 CHANNELS = tuple(f"{signal}_{axis}" for signal in ("total_acc", "body_acc", "body_gyro") for axis in "xyz")
 WINDOW = 128  # samples per window: 2.56 s at 50 Hz
 N_CLASSES = 6
+MAX_SUBJECT = 30  # the published data set's volunteers are numbered 1..30
 X_DTYPE = np.float32
 Y_DTYPE = np.int64
 
@@ -190,22 +192,35 @@ def read_signal(
     return out
 
 
-def read_labels(path: str | Path) -> np.ndarray:
-    """Parse y_<split>.txt (one activity id 1..N_CLASSES per line) into Y_DTYPE labels 0..N_CLASSES-1."""
-    path = Path(path)
+def _read_ids(path: Path, what: str, hi: int) -> np.ndarray:
+    """One positive integer id (1..hi) per line, as int64; a bad line is a DataFormatError naming it."""
     data = _read(path)
     lines = _lines(data)
     if not lines:
-        raise DataFormatError(f"{path}: line 1: file is empty, expected one activity id (1..{N_CLASSES}) per line")
-    labels = np.empty(len(lines), dtype=Y_DTYPE)
+        raise DataFormatError(f"{path}: line 1: file is empty, expected one {what} (1..{hi}) per line")
+    ids = np.empty(len(lines), dtype=np.int64)
     for number, line in enumerate(lines, start=1):
         tokens = line.split()
         token = tokens[0] if len(tokens) == 1 else None
-        if token is None or not token.isdigit() or not 1 <= int(token) <= N_CLASSES:
+        if token is None or not token.isdigit() or not 1 <= int(token) <= hi:
             shown = line.decode("ascii", "backslashreplace").strip()
-            raise DataFormatError(f"{path}: line {number}: {shown!r} is not an activity id in 1..{N_CLASSES}")
-        labels[number - 1] = int(token) - 1
-    return labels
+            raise DataFormatError(f"{path}: line {number}: {shown!r} is not {what} in 1..{hi}")
+        ids[number - 1] = int(token)
+    return ids
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """Parse y_<split>.txt (one activity id 1..N_CLASSES per line) into Y_DTYPE labels 0..N_CLASSES-1."""
+    return (_read_ids(Path(path), "an activity id", N_CLASSES) - 1).astype(Y_DTYPE)
+
+
+def read_subjects(path: str | Path, expected_rows: int, labels: Path) -> np.ndarray:
+    """Parse subject_<split>.txt (the volunteer, 1..MAX_SUBJECT, of each window) into int64 ids, one
+    per window of `labels`: what the validation split keeps together (seqsweep.prepared)."""
+    path = Path(path)
+    subjects = _read_ids(path, "a subject id", MAX_SUBJECT)
+    _check_rows(path, len(subjects), expected_rows, labels)
+    return subjects
 
 
 def read_classes(path: str | Path) -> list[str]:
@@ -239,7 +254,7 @@ def files_read(root: Path) -> dict[str, Path]:
     """Every file `prepare` reads, by its path under `UCI HAR Dataset/` (as published_data.yaml names them)."""
     names = ["activity_labels.txt"]
     for split in SPLITS:
-        names.append(f"{split}/y_{split}.txt")
+        names += [f"{split}/y_{split}.txt", f"{split}/subject_{split}.txt"]
         names += [str(signal_path(Path(), split, channel)) for channel in CHANNELS]
     return {name: root / name for name in names}
 
@@ -259,6 +274,8 @@ def prepare(source: str | Path, dest: str | Path) -> dict:
     arrays = {}
     for split in SPLITS:
         arrays[f"X_{split}"], arrays[f"y_{split}"] = load_split(root, split)
+        subjects, labels = root / split / f"subject_{split}.txt", root / split / f"y_{split}.txt"
+        arrays[f"subject_{split}"] = read_subjects(subjects, len(arrays[f"y_{split}"]), labels)
     files, differing = content_record(DATASET, files_read(root))
     meta = {
         "dataset": DATASET,
@@ -267,12 +284,13 @@ def prepare(source: str | Path, dest: str | Path) -> dict:
         "files": files,
         "n_train": len(arrays["y_train"]),
         "n_test": len(arrays["y_test"]),
+        "subjects": {split: sorted(map(int, set(arrays[f"subject_{split}"]))) for split in SPLITS},
         "shapes": {name: list(arrays[name].shape) for name in PREPARED_ARRAYS},
         "dtypes": {name: arrays[name].dtype.name for name in PREPARED_ARRAYS},
         "channels": list(CHANNELS),
         "classes": classes,
     }
-    save_arrays_dir(dest, {name: arrays[name] for name in PREPARED_ARRAYS}, meta)
+    save_arrays_dir(dest, {name: arrays[name] for name in (*PREPARED_ARRAYS, *SUBJECT_ARRAYS)}, meta)
     return meta
 
 

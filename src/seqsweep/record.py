@@ -4,10 +4,12 @@ failure kinds, and the run file's writer beside its reader.
 
 In MLflow, one experiment per dataset:
 - a parent run per (architecture, configuration): params, tags, and the summary of its repeats
-  (`test_accuracy_mean/std/min/max`, `n_finished`, `n_failed`);
+  (`test_accuracy_mean/std/min/max`, `n_finished`, `n_failed`; with a validation split also
+  `val_accuracy_mean/std`);
 - a child run per repeat (`mlflow.parentRunId`): params incl. repeat and seed; per-epoch `loss` and
-  `accuracy` as metric history (step = epoch); final `test_accuracy`, `test_loss`, `train_seconds`;
-  the confusion matrix as the artifact `confusion.json`; tags below.
+  `accuracy` (with a validation split, `val_loss` and `val_accuracy`) as metric history (step =
+  epoch); final `test_accuracy`, `test_loss`, `train_seconds`; the confusion matrix as the artifact
+  `confusion.json`; tags below (tag `validation` says what was held out).
 
 A repeat's outcome (tags `seqsweep_failure` and `failure_reason` say why it did not finish):
 - FINISHED: a result.
@@ -20,16 +22,18 @@ A repeat's outcome (tags `seqsweep_failure` and `failure_reason` say why it did 
 
 Reuse: a repeat whose child run is FINISHED, or FAILED as diverged, under the same reuse key is not
 trained again. The key covers what decides the result: data digest, code digest, the runtime (Keras,
-JAX + jaxlib or TensorFlow versions, backend, device, engine, determinism), configuration and seed.
+JAX + jaxlib or TensorFlow versions, backend, device, engine, determinism), the validation share,
+configuration and seed.
 
 The run file `runs/<dataset>-<arch>.json` (a plain DVC out; the report reads it):
 
     {"dataset", "arch", "synthetic", "classes", "data_digest", "code_digest", "runtime", "engine",
-     "repeats", "timing",
+     "repeats", "timing", "validation": null or {"share", "held_out", "n_train", "n_val", "digest"},
      "configs": {<config key>: {"units", "batch_size", "dropout", "epochs", "n", "mean", "std", "min",
-                                "max", "n_failed", "mlflow_parent_run_id",
-                                "repeats": [{"repeat", "seed", "status", "test_accuracy", "mlflow_run_id",
-                                             "reused", "reason"?, "history", "confusion"}, ...]}}}
+                                "max", "val_mean", "val_std", "n_failed", "mlflow_parent_run_id",
+                                "repeats": [{"repeat", "seed", "status", "test_accuracy", "val_accuracy",
+                                             "mlflow_run_id", "reused", "reason"?, "history",
+                                             "confusion"}, ...]}}}
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import tempfile
 from pathlib import Path
 
 from seqsweep import paths, stats
+from seqsweep.engines import EPOCH_METRICS
 from seqsweep.errors import DataFormatError, MissingInputError
 from seqsweep.results import SETTING_KEYS, Row
 
@@ -54,7 +59,7 @@ LANES_TAG = "lanes"  # the seeds trained in the same compiled program, in lane o
 DIVERGED, CRASHED, INTERRUPTED, KILLED = "diverged", "crashed", "interrupted", "killed"
 STATUS = {DIVERGED: "FAILED", CRASHED: "KILLED", INTERRUPTED: "KILLED", KILLED: "KILLED"}
 
-HISTORY_METRICS = ("loss", "accuracy")  # logged per epoch, step = epoch
+HISTORY_METRICS = EPOCH_METRICS  # logged per epoch, step = epoch (val_ ones with train.validation only)
 CONFUSION_ARTIFACT = "confusion.json"
 
 
@@ -65,9 +70,13 @@ def _key(*parts) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
 
 
-def parent_key(dataset: str, arch: str, config_key: str, data: str, code: str, runtime: str, base_seed: int) -> str:
-    """The key of a configuration's parent run: everything but the repeat decides it."""
-    return _key(dataset, arch, config_key, data, code, runtime, base_seed)
+def parent_key(
+    dataset: str, arch: str, config_key: str, data: str, code: str, runtime: str, base_seed: int, validation: float = 0
+) -> str:
+    """The key of a configuration's parent run: everything but the repeat decides it (the validation
+    share only when there is one, so studies without it keep their keys)."""
+    held_out = [f"val{validation!r}"] if validation else []
+    return _key(dataset, arch, config_key, data, code, runtime, base_seed, *held_out)
 
 
 def repeat_key(parent: str, repeat: int, seed: int) -> str:
@@ -101,6 +110,7 @@ def log_result(tracker, run_id: str, repeat: int, result) -> dict:
         "seed": result.seed,
         "status": "FINISHED" if kind is None else STATUS[kind],
         "test_accuracy": result.test_accuracy,
+        "val_accuracy": result.val_accuracy,
         "mlflow_run_id": run_id,
         "reused": False,
     }
@@ -136,12 +146,14 @@ def read_row(client, run, repeat: int, seed: int) -> dict:
         "seed": seed,
         "status": status,
         "test_accuracy": run.data.metrics.get("test_accuracy") if status == "FINISHED" else None,
+        "val_accuracy": run.data.metrics.get("val_accuracy") if status == "FINISHED" else None,
         "mlflow_run_id": run.info.run_id,
         "reused": True,
     }
     if status != "FINISHED":
         row["reason"] = run.data.tags.get(REASON_TAG)
-    row["history"] = {key: _curve(client.get_metric_history(run.info.run_id, key)) for key in HISTORY_METRICS}
+    logged = [key for key in HISTORY_METRICS if not key.startswith("val_") or key in run.data.metrics]
+    row["history"] = {key: _curve(client.get_metric_history(run.info.run_id, key)) for key in logged}
     row["confusion"] = None
     if status == "FINISHED":
         with tempfile.TemporaryDirectory() as tmp:
@@ -162,7 +174,9 @@ def _curve(metrics: list) -> list[float | None]:
 def config_doc(config, rows: list[dict], parent_id: str) -> dict:
     """A configuration's entry in the run file: its settings, the summary of its finished repeats
     (stats.summarise, the one summary the report uses too), the failures, and every repeat."""
-    summary = stats.summarise([r["test_accuracy"] for r in rows if r["status"] == "FINISHED"])
+    finished = [r for r in rows if r["status"] == "FINISHED"]
+    summary = stats.summarise([r["test_accuracy"] for r in finished])
+    val = stats.summarise([r["val_accuracy"] for r in finished if r.get("val_accuracy") is not None])
     return {
         **config.as_params(),
         "n": summary.n,
@@ -170,6 +184,8 @@ def config_doc(config, rows: list[dict], parent_id: str) -> dict:
         "std": summary.std,
         "min": summary.min,
         "max": summary.max,
+        "val_mean": val.mean,
+        "val_std": val.std,
         "n_failed": len(rows) - summary.n,
         "mlflow_parent_run_id": parent_id,
         "repeats": rows,
@@ -246,6 +262,7 @@ def _rows_of(path: Path, doc: dict) -> list[Row]:
                 repeats,
                 bool(doc.get("synthetic", True)),
                 cfg.get("mlflow_parent_run_id"),
+                validation=doc.get("validation"),
             )
         )
     return rows

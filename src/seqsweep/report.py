@@ -45,6 +45,9 @@ CSV_COLUMNS = [
     "std_pct",
     "min_pct",
     "max_pct",
+    "val_mean_pct",
+    "val_std_pct",
+    "selected_on",
     "ci95_low_pct",
     "ci95_high_pct",
     "vs_best",
@@ -90,15 +93,15 @@ def matches(figure: dict, row: Row) -> bool:
 def build_dataset(dataset: str, runs_dir: Path, archs: list[str], alpha: float, figures: list[dict]) -> DatasetReport:
     """Rank the configurations of `dataset`, test each against the best, and set published figures beside them."""
     rows, classes, synthetic = read_dataset(runs_dir, dataset, archs)
-    summaries = {r.uid: r.summary for r in rows}
+    summaries = {r.uid: stats.summarise(r.scores) for r in rows}  # validation accuracy when there is a split
     rank = stats.ranks(summaries)
     best_uid = stats.best_of(summaries)
-    comparisons = stats.compare_to_best({r.uid: r.accuracies for r in rows}, best_uid, alpha)
+    comparisons = stats.compare_to_best({r.uid: r.scores for r in rows}, best_uid, alpha)
     for row in rows:
         row.rank = rank[row.uid]
         row.comparison = comparisons[row.uid]
         row.published = [f for f in figures if matches(f, row)]
-    rows.sort(key=lambda r: (r.rank, stats.rank_key(r.summary), r.arch, r.units, r.batch_size, r.dropout))
+    rows.sort(key=lambda r: (r.rank, stats.rank_key(summaries[r.uid]), r.arch, r.units, r.batch_size, r.dropout))
     used = {id(f) for r in rows for f in r.published}
     return DatasetReport(
         dataset,
@@ -161,8 +164,9 @@ def setting_text(fig: dict) -> str:
 
 
 def significance_text(report: DatasetReport) -> str:
+    on = "validation accuracy" if report.validation else "test accuracy"
     return (
-        f"Significance: {stats.METHOD} (m = {report.n_tested}), at alpha = {report.alpha:g}. "
+        f"Significance, on {on}: {stats.METHOD} (m = {report.n_tested}), at alpha = {report.alpha:g}. "
         f'"{stats.TIE}": not significantly different from the best (Holm-adjusted p > {report.alpha:g}); '
         f'"{stats.WORSE}": significantly below it; "{stats.UNTESTABLE}": fewer than 2 finished repeats, '
         "cannot be tested. Uncertainty: 95% bootstrap intervals (BCa, 9999 resamples) of each mean and of "
@@ -189,6 +193,9 @@ def csv_records(report: DatasetReport) -> list[dict]:
             "std_pct": pct(r.summary.std),
             "min_pct": pct(r.summary.min),
             "max_pct": pct(r.summary.max),
+            "val_mean_pct": pct(r.val_summary.mean) if r.validation else "",
+            "val_std_pct": pct(r.val_summary.std) if r.validation else "",
+            "selected_on": r.selected_on,
             "ci95_low_pct": pct(r.ci[0]) if r.ci else "n/a",
             "ci95_high_pct": pct(r.ci[1]) if r.ci else "n/a",
             "vs_best": r.comparison.verdict if r.comparison else "",
@@ -226,7 +233,8 @@ def md_title(reports: list[DatasetReport]) -> str:
     return head + (
         "Test accuracy of each configuration over its repeats: mean (+/- sample standard deviation), "
         "in percent; the std is n/a with fewer than 2 finished repeats. Ranked within each dataset, "
-        "best mean first. Plots: `dvc plots show` (data in metrics/plots/); the same table and plots "
+        "best mean first (of validation accuracy, where a validation split was held out). Plots: "
+        "`dvc plots show` (data in metrics/plots/); the same table and plots "
         "are attached to a `summary` run per dataset in MLflow.\n\n"
     )
 
@@ -236,12 +244,24 @@ def md_section(report: DatasetReport) -> str:
     out = [f"## {ds} — {data_label(report.synthetic)}\n"]
     if not report.rows:
         return out[0] + "\nNo architecture trained.\n"
-    if report.best is not None:
+    if report.best is not None and report.validation:
+        b, v = report.best, report.validation
+        out.append(
+            f"Chosen on validation: **{b.label}**, validation accuracy {accuracy_text(b.val_summary)}; "
+            f"test accuracy {accuracy_text(b.summary)}, n = {b.summary.n}.\n"
+        )
+        out.append(
+            f"Ranked by mean validation accuracy on {v['n_val']} training windows held out "
+            f"({100 * v['share']:g}% asked; {v['held_out']}); the test set was never used to choose, so the "
+            "chosen configuration's test accuracy is an unbiased estimate.\n"
+        )
+    elif report.best is not None:
         b = report.best
         out.append(f"Best: **{b.label}**, {accuracy_text(b.summary)}, n = {b.summary.n}.\n")
         out.append(
             "The best is chosen on the test accuracy it reports, so its figure is optimistic (the winner of "
-            "many noisy comparisons); this pipeline has no validation split to choose on yet.\n"
+            "many noisy comparisons); to choose on a held-out validation split instead: "
+            "`dvc exp run -S train.validation=0.2`.\n"
         )
     else:
         out.append("Best: none (no configuration has a finished repeat).\n")
@@ -255,20 +275,21 @@ def md_section(report: DatasetReport) -> str:
         "epochs",
         "n",
         "n_failed",
+        *(["validation accuracy % (mean +/- std)"] if report.validation else []),
         "accuracy % (mean +/- std)",
         "95% CI of the mean %",
         "min %",
         "max %",
-        f"vs best (Welch, Holm, alpha={report.alpha:g})",
-        "difference to best, points [95% CI], Hedges' g",
+        f"vs best{' on validation' if report.validation else ''} (Welch, Holm, alpha={report.alpha:g})",
+        f"difference to best{' on validation' if report.validation else ''}, points [95% CI], Hedges' g",
         "published (reference study)",
     ]
     out.append("| " + " | ".join(header) + " |")
-    out.append("|" + "|".join(["---:", "---"] + ["---:"] * 10 + ["---", "---", "---"]) + "|")
+    out.append("|" + "|".join(["---:", "---"] + ["---:"] * (len(header) - 5) + ["---", "---", "---"]) + "|")
     for r in report.rows:
         s = r.summary
         cells = [
-            r.rank,
+            f"{r.rank} (chosen)" if report.validation and r is report.best else r.rank,
             r.arch,
             r.units,
             r.batch_size,
@@ -276,6 +297,7 @@ def md_section(report: DatasetReport) -> str:
             r.epochs,
             s.n,
             r.n_failed,
+            *([accuracy_text(r.val_summary)] if report.validation else []),
             accuracy_text(s),
             ci_text(r.ci),
             pct(s.min),
@@ -309,16 +331,21 @@ def markdown(reports: list[DatasetReport]) -> str:
 
 def _best_doc(row: Row) -> dict:
     s = row.summary
-    return {"config": row.setting, "test_accuracy_mean": s.mean, "test_accuracy_std": s.std, "n": s.n}
+    doc = {"config": row.setting, "test_accuracy_mean": s.mean, "test_accuracy_std": s.std, "n": s.n}
+    if row.validation:
+        doc["val_accuracy_mean"] = row.val_summary.mean
+    return doc
 
 
 def metrics_doc(reports: list[DatasetReport]) -> dict:
     """What `dvc metrics show` / `dvc exp show` compare across experiments, and nothing else: per
     dataset and architecture its best configuration's test accuracy (mean, sample std, n finished
-    repeats) and which configuration that is; per dataset the overall best; whether the data is
-    synthetic. Its size depends on the architectures, never on the grid."""
+    repeats; with a validation split its mean validation accuracy too) and which configuration that
+    is; per dataset the overall best; whether the data is synthetic and what the best was chosen on.
+    Its size depends on the architectures, never on the grid."""
     synthetic = any(r.synthetic for r in reports)
     doc: dict = {"data": data_label(synthetic)}
+    doc["selected_on"] = "validation" if any(r.validation for r in reports) else "test"
     for report in reports:
         doc[report.dataset] = {arch: _best_doc(row) for arch, row in report.best_per_arch().items()}
     doc["best"] = {r.dataset: {"arch": r.best.arch, **_best_doc(r.best)} for r in reports if r.best is not None}
@@ -364,6 +391,7 @@ def log_summary_runs(reports: list[DatasetReport], params: dict) -> dict[str, st
                 "data": data_label(report.synthetic),
                 "alpha": report.alpha,
                 "significance": "welch+holm",
+                "selected_on": "validation" if report.validation else "test",
                 "archs": ",".join(report.archs),
                 "n_configs": len(report.rows),
                 "best_config": best.label if best else None,
@@ -378,6 +406,8 @@ def log_summary_runs(reports: list[DatasetReport], params: dict) -> dict[str, st
                 best_test_accuracy_std=best.summary.std,
                 best_n=best.summary.n,
             )
+            if report.validation:
+                metrics["best_val_accuracy_mean"] = best.val_summary.mean
         for arch, row in report.best_per_arch().items():
             metrics[f"{arch}/best_test_accuracy_mean"] = row.summary.mean
         tracker.log_metrics(run_id, metrics)

@@ -26,6 +26,7 @@ class Row:
     repeats: list[dict]
     synthetic: bool
     parent_run_id: str | None = None
+    validation: dict | None = None  # the run file's validation split; None: chosen on test accuracy
     rank: int = 0
     comparison: stats.Comparison | None = None
     published: list[dict] = field(default_factory=list)
@@ -37,6 +38,24 @@ class Row:
     @property
     def accuracies(self) -> list[float]:
         return [r["test_accuracy"] for r in self.finished]
+
+    @property
+    def val_accuracies(self) -> list[float]:
+        return [r["val_accuracy"] for r in self.finished if r.get("val_accuracy") is not None]
+
+    @property
+    def val_summary(self) -> stats.Summary:
+        return stats.summarise(self.val_accuracies)
+
+    @property
+    def selected_on(self) -> str:
+        """What configurations are ranked and chosen by: `validation` accuracy, or `test` accuracy."""
+        return "validation" if self.validation else "test"
+
+    @property
+    def scores(self) -> list[float]:
+        """The accuracies this configuration is ranked and compared by (validation's when there is a split)."""
+        return self.val_accuracies if self.validation else self.accuracies
 
     @property
     def n_failed(self) -> int:
@@ -78,6 +97,11 @@ class DatasetReport:
     archs: list[str]
     best: Row | None
     unmatched: list[dict]
+
+    @property
+    def validation(self) -> dict | None:
+        """The validation split the configurations were chosen on (None: chosen on test accuracy)."""
+        return next((r.validation for r in self.rows if r.validation), None)
 
     @property
     def n_tested(self) -> int:

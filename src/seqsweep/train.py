@@ -55,6 +55,7 @@ class Stage:
     arrays: dict[str, np.ndarray]
     meta: dict
     prepared: Path
+    validation: prepared.Validation = prepared.Validation()
     data_digest: str = ""
     code_digest: str = ""
     tags: dict = field(default_factory=dict)
@@ -105,6 +106,7 @@ def describe_stage(stage: Stage) -> None:
         "code_digest": stage.code_digest,
         **stage.runtime.tags(),
         "data_synthetic": str(stage.synthetic).lower(),
+        "validation": prepared.split(stage.arrays, stage.validation).describe() if stage.validation else "none",
     }
     stage.inputs = tracking.dataset_inputs(
         stage.dataset,
@@ -130,6 +132,7 @@ def open_configurations(stage: Stage, configs: list[grid.Config], experiment_id:
             stage.code_digest,
             stage.runtime.key(),
             train["seed"],
+            stage.validation.share,
         )
         base = {"dataset": stage.dataset, "arch": stage.arch, **config.as_params()}
         parent_id = tracker.open_parent(
@@ -166,6 +169,7 @@ def plan_cells(
         owner=stage.owner,
         verbose=stage.params["train"]["verbose"],
         save_model=stage.params["train"]["save_model"],
+        validation=stage.validation,
     )
     todo = [c for c in configurations if c.pending]
     parts = -(-n_workers // max(1, len(todo)))  # fused programs split so that every worker has one
@@ -244,6 +248,8 @@ def close_configurations(stage: Stage, configurations: list[Configuration]) -> d
                 "test_accuracy_max": doc["max"],
                 "n_finished": doc["n"],
                 "n_failed": doc["n_failed"],
+                **({"val_accuracy_mean": doc["val_mean"]} if doc["val_mean"] is not None else {}),
+                **({"val_accuracy_std": doc["val_std"]} if doc["val_std"] is not None else {}),
             },
         )
         finished = doc["n"] > 0
@@ -273,7 +279,8 @@ def train_arch(dataset: str, arch: str, prepared_dir: Path, params: dict) -> dic
 
     configs = grid.expand(params, models.get(dataset, arch).epochs)
     tracker = tracking.Tracker(tracking_uri, root)
-    stage = Stage(dataset, arch, params, rt, tracker, arrays, meta, Path(prepared_dir))
+    validation = prepared.Validation(train["validation"], train["seed"])
+    stage = Stage(dataset, arch, params, rt, tracker, arrays, meta, Path(prepared_dir), validation)
     describe_stage(stage)
 
     started = tracker.seconds
@@ -299,7 +306,22 @@ def train_arch(dataset: str, arch: str, prepared_dir: Path, params: dict) -> dic
         "engine": rt.engine,
         "repeats": train["repeats"],
         "timing": timing.doc(),
+        "validation": validation_doc(arrays, validation),
         "configs": configs_doc,
+    }
+
+
+def validation_doc(arrays: dict[str, np.ndarray], validation: prepared.Validation) -> dict | None:
+    """The run file's record of the validation split (None without one)."""
+    if not validation:
+        return None
+    held = prepared.split(arrays, validation)
+    return {
+        "share": validation.share,
+        "held_out": held.held_out,
+        "n_train": len(held.train),
+        "n_val": len(held.val),
+        "digest": held.digest,
     }
 
 

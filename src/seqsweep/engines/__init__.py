@@ -30,6 +30,7 @@ from seqsweep.grid import Config
 
 ENGINES = ("fit", "fused")
 EPSILON = 1e-7  # Keras's clipping for cross-entropy on probabilities
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # per epoch; val_ only with a validation split
 
 # Where the fused engine trained a repeat at least as fast as the fit engine on a CPU at every size
 # measured (one core each, units 10/100/200; bench/bench_engines.py, BENCHMARKS.md): the recurrent
@@ -37,7 +38,8 @@ EPSILON = 1e-7  # Keras's clipping for cross-entropy on probabilities
 # IMDB's lstm and cnn_lstm, and lstm_dropout (fused 4% slower at units 200) stay on fit with `auto`.
 FUSED_ON_CPU = frozenset({"har:lstm", "har:cnn_lstm", "har:stacked_lstm", "imdb:lstm_recurrent_dropout"})
 
-# (index of the repeat in its program, epoch from 1, {"loss": ..., "accuracy": ...}) after every epoch
+# (index of the repeat in its program, epoch from 1, {"loss": ..., "accuracy": ...} and, with a
+# validation split, "val_loss" and "val_accuracy") after every epoch
 OnEpoch = Callable[[int, int, dict], None]
 
 
@@ -63,6 +65,8 @@ class RepeatResult:
     test_accuracy: float | None = None
     test_loss: float | None = None
     confusion: list[list[int]] | None = None
+    val_accuracy: float | None = None  # at the last epoch, with a validation split (history: per epoch)
+    val_loss: float | None = None
     failure: str | None = None
     lanes: tuple[int, ...] = ()
     model: object = field(default=None, repr=False)
@@ -159,6 +163,12 @@ def shape_kwargs(dataset: str, meta: dict, X_train: np.ndarray) -> dict:
     return {"num_words": meta["num_words"], "maxlen": X_train.shape[1]}
 
 
+def last_validation(result: RepeatResult) -> None:
+    """Set the repeat's final validation accuracy and loss from its history (a finished repeat's)."""
+    if result.failure is None and result.history.get("val_accuracy"):
+        result.val_accuracy, result.val_loss = result.history["val_accuracy"][-1], result.history["val_loss"][-1]
+
+
 def evaluate(probs: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[float, float, list[list[int]]]:
     """Accuracy, cross-entropy and confusion matrix (rows: true, cols: predicted) from one pass of
     predictions on the test set: the same for every engine."""
@@ -178,10 +188,14 @@ def evaluate(probs: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[float, f
 
 def finite_history(raw: dict[str, list[float]]) -> tuple[dict[str, list[float | None]], str | None]:
     """The per-epoch history with non-finite values as None (JSON-safe), and the failure (first
-    non-finite loss) or None."""
+    non-finite loss) or None. Validation curves are kept only when there was a validation split."""
     import math
 
-    history = {k: [float(v) if math.isfinite(v) else None for v in values] for k, values in raw.items()}
+    history = {
+        k: [float(v) if math.isfinite(v) else None for v in values]
+        for k, values in raw.items()
+        if values or not k.startswith("val_")
+    }
     bad = [i for i, v in enumerate(raw.get("loss", [])) if not math.isfinite(v)]
     failure = f"loss became {raw['loss'][bad[0]]} at epoch {bad[0] + 1}" if bad else None
     return history, failure

@@ -1,7 +1,7 @@
 """The fit engine: one Keras `model.fit` per repeat, the tutorials' way, on any backend.
 
 Each repeat seeds Python, NumPy and the backend with its seed, builds and compiles its model, fits
-it and predicts the test set once."""
+it (evaluating the validation split after every epoch, when there is one) and predicts the test set once."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from seqsweep import models
-from seqsweep.engines import OnEpoch, Program, RepeatResult, evaluate, finite_history
+from seqsweep.engines import EPOCH_METRICS, OnEpoch, Program, RepeatResult, evaluate, finite_history, last_validation
 
 
 class _EpochCallback(keras.callbacks.Callback):
@@ -21,7 +21,7 @@ class _EpochCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        self.on_epoch(self.index, epoch + 1, {k: float(logs[k]) for k in ("loss", "accuracy") if k in logs})
+        self.on_epoch(self.index, epoch + 1, {k: float(logs[k]) for k in EPOCH_METRICS if k in logs})
 
 
 def train(
@@ -48,11 +48,13 @@ def _repeat(
         arrays["y_train"],
         epochs=config.epochs,
         batch_size=config.batch_size,
+        validation_data=(arrays["X_val"], arrays["y_val"]) if "X_val" in arrays else None,
+        validation_batch_size=max(256, config.batch_size),
         verbose=verbose,
         callbacks=[keras.callbacks.TerminateOnNaN(), _EpochCallback(on_epoch, index)],
     )
     seconds = time.perf_counter() - started
-    history, failure = finite_history({k: [float(v) for v in fit.history.get(k, [])] for k in ("loss", "accuracy")})
+    history, failure = finite_history({k: [float(v) for v in fit.history.get(k, [])] for k in EPOCH_METRICS})
     lanes = (seed,)
     if failure is not None:
         return RepeatResult(seed, history, seconds, failure=failure, lanes=lanes)
@@ -60,6 +62,15 @@ def _repeat(
     if not np.all(np.isfinite(probs)):
         return RepeatResult(seed, history, seconds, failure="predictions on the test set are not finite", lanes=lanes)
     accuracy, loss, confusion = evaluate(probs, arrays["y_test"], program.shape.get("n_classes", 2))
-    return RepeatResult(
-        seed, history, seconds, accuracy, loss, confusion, lanes=lanes, model=model if keep_model else None
+    result = RepeatResult(
+        seed,
+        history,
+        seconds,
+        test_accuracy=accuracy,
+        test_loss=loss,
+        confusion=confusion,
+        lanes=lanes,
+        model=model if keep_model else None,
     )
+    last_validation(result)
+    return result

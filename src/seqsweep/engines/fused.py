@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from seqsweep import models
-from seqsweep.engines import OnEpoch, Program, RepeatResult, evaluate, finite_history
+from seqsweep.engines import EPOCH_METRICS, OnEpoch, Program, RepeatResult, evaluate, finite_history, last_validation
 
 MEMORY_HEADROOM = 0.8  # use at most this share of the free device memory
 
@@ -108,7 +108,9 @@ def _train_lanes(
     if fitting < len(seeds):
         raise TooManyLanes(f"{len(seeds)} lanes need more than the free device memory", fitting)
 
-    raw = [{"loss": [], "accuracy": []} for _ in seeds]
+    raw = [{k: [] for k in EPOCH_METRICS} for _ in seeds]
+    infer = forward(model)
+    n_classes = program.shape.get("n_classes", 2)
     failed: set[int] = set()
     for epoch in range(1, config.epochs + 1):
         state = (state[0], state[1], state[2], jax.tree.map(jnp.copy, fresh_metrics))
@@ -123,10 +125,14 @@ def _train_lanes(
                     raise TooManyLanes(str(exc), len(seeds) // 2) from None
                 raise
         values = {k: np.asarray(v, dtype=np.float64) for k, v in logs.items() if k in ("loss", "accuracy")}
+        val_probs = predict(infer, state, arrays["X_val"], max(256, batch)) if "X_val" in arrays else None
         for lane in range(len(seeds)):
             if lane in failed:
                 continue
             lane_logs = {k: float(v[lane]) for k, v in values.items()}
+            if val_probs is not None:  # as fit's validation_data: the model in inference mode, after the epoch
+                accuracy, loss, _ = evaluate(val_probs[lane], arrays["y_val"], n_classes)
+                lane_logs.update(val_loss=loss, val_accuracy=accuracy)
             for key, value in lane_logs.items():
                 raw[lane][key].append(value)
             on_epoch(offset + lane, epoch, lane_logs)
@@ -136,7 +142,7 @@ def _train_lanes(
             break
     seconds = (time.perf_counter() - started) / len(seeds)  # each repeat's share of the program
 
-    probs = predict(model, state, arrays["X_test"], max(256, batch))
+    probs = predict(infer, state, arrays["X_test"], max(256, batch))
     results = []
     for lane, seed in enumerate(seeds):
         history, failure = finite_history(raw[lane])
@@ -145,23 +151,25 @@ def _train_lanes(
             result.failure = "predictions on the test set are not finite"
         if result.failure is None:
             result.test_accuracy, result.test_loss, result.confusion = evaluate(
-                probs[lane], arrays["y_test"], program.shape.get("n_classes", 2)
+                probs[lane], arrays["y_test"], n_classes
             )
+            last_validation(result)
             if keep_model:
                 result.model = _with_weights(built[lane][0], state, lane)
         results.append(result)
     return results
 
 
-def predict(model, state, X_test: np.ndarray, batch: int) -> np.ndarray:
-    """Every lane's predicted probabilities on the test set, (lanes, N, outputs), in batches."""
-    forward = jax.jit(
+def forward(model):
+    """Every lane's model in inference mode, compiled once: (trainable, non-trainable, x) -> probabilities."""
+    return jax.jit(
         jax.vmap(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0], in_axes=(0, 0, None))
     )
-    parts = [
-        np.asarray(forward(state[0], state[1], jnp.asarray(X_test[i : i + batch])))
-        for i in range(0, len(X_test), batch)
-    ]
+
+
+def predict(forward, state, X: np.ndarray, batch: int) -> np.ndarray:
+    """Every lane's predicted probabilities on `X`, (lanes, N, outputs), in batches."""
+    parts = [np.asarray(forward(state[0], state[1], jnp.asarray(X[i : i + batch]))) for i in range(0, len(X), batch)]
     return np.concatenate(parts, axis=1)
 
 
