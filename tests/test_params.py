@@ -39,7 +39,8 @@ def test_a_single_value_is_accepted_wherever_a_grid_axis_takes_a_list():
         ("train.repeats", 0, "integer >= 1"),
         ("train.epochs", 2.5, "null or an integer"),
         ("archs.har", ["lstm", "two words"], "architecture names"),
-        ("archs.imdb", [], "non-empty list"),
+        ("archs.imdb", [3], "architecture names"),
+        ("train.validation", 0.6, "[0.0, 0.5]"),
     ],
 )
 def test_a_wrong_type_or_out_of_range_value_names_the_key_the_value_and_what_is_allowed(key, value, allowed):
@@ -47,6 +48,12 @@ def test_a_wrong_type_or_out_of_range_value_names_the_key_the_value_and_what_is_
         validate(edited({key: value}))
     message = str(exc.value)
     assert key in message and repr(value) in message and allowed in message
+
+
+def test_a_study_of_one_dataset_lists_no_architecture_for_the_other_but_not_none_at_all():
+    assert validate(edited({"archs.imdb": []}))["archs"] == {"har": DEFAULTS["archs"]["har"], "imdb": []}
+    with pytest.raises(ParamsError, match="archs lists no architecture for any dataset"):
+        validate(edited({"archs.imdb": [], "archs.har": []}))
 
 
 def test_an_unknown_key_is_refused_with_the_keys_that_are_allowed():

@@ -154,6 +154,12 @@ def test_a_training_stage_exists_for_exactly_the_architectures_params_lists(proj
     write_params(project, {"archs.har": ["cnn1d", "lstm"]})
     stages = sh(project, str(BIN / "dvc"), "stage", "list", "--name-only").stdout.split()
     assert [s for s in stages if s.startswith("train-har")] == ["train-har@cnn1d", "train-har@lstm"]
+    # a HAR-only study: no IMDB training stage, and `dvc repro report` neither downloads nor prepares IMDB
+    write_params(project, {"archs.har": ["lstm"], "archs.imdb": []})
+    stages = sh(project, str(BIN / "dvc"), "stage", "list", "--name-only").stdout.split()
+    assert [s for s in stages if s.startswith("train-")] == ["train-har@lstm"]
+    upstream = sh(project, str(BIN / "dvc"), "dag", "--md", "report").stdout
+    assert "train-har@lstm" in upstream and "imdb" not in upstream
 
 
 TOY_BUILDER = """

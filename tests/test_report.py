@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from params_file import DEFAULTS, TINY_GRID, write_params
+from params_file import DEFAULTS, TINY_GRID, edited, write_params
 
-from seqsweep import models, report, stats
+from seqsweep import models, plots, report, stats
 from seqsweep.results import Row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -303,6 +303,23 @@ def test_with_a_validation_split_configurations_are_ranked_and_chosen_on_validat
     assert summary["selected_on"] == "validation"
     assert summary["har"]["lstm"]["config"] == "u10-b64-d0.5-e15"
     assert summary["har"]["lstm"]["val_accuracy_mean"] == pytest.approx(0.89)
+
+
+def test_a_har_only_study_reports_har_alone(tmp_path, monkeypatch):
+    """archs.imdb: [] leaves IMDB out of the study: no IMDB results are needed, none are reported."""
+    write_scenario(tmp_path)
+    for path in (tmp_path / "runs").glob("imdb-*.json"):
+        path.unlink()
+    monkeypatch.chdir(tmp_path)
+    params = edited({"archs.har": SCENARIO_ARCHS["archs.har"], "archs.imdb": []})
+    (har,) = report.build_reports(Path("runs"), params)
+    assert har.dataset == "har"
+    assert "## IMDB" not in report.markdown([har]) and "imdb" not in report.metrics_doc([har])
+    plots.write_dvc_data(tmp_path / "plots", [har], left_out=("imdb",))  # empty: `dvc plots show` skips them
+    assert [json.loads((tmp_path / "plots" / kind / "imdb.json").read_text()) for kind in ("repeats", "curves")] == [
+        [],
+        [],
+    ]
 
 
 def test_published_figures_sit_beside_rows_of_the_same_setting_and_the_rest_are_listed(reported):

@@ -127,16 +127,19 @@ def _string() -> Leaf:
 
 
 def _archs() -> Leaf:
-    """A non-empty list of architecture names; whether each exists is checked by the training stage,
-    which imports the builders (seqsweep.models.get), so stages that only validate never import Keras."""
+    """A list of architecture names ([]: that dataset is not studied); whether each exists is checked by
+    the training stage, which imports the builders (seqsweep.models.get), so stages that only validate
+    never import Keras."""
 
     def check(v):
         values = v if isinstance(v, list) else [v]
-        if not values or any(not isinstance(a, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", a) for a in values):
+        if any(not isinstance(a, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", a) for a in values):
             raise ValueError
         return list(dict.fromkeys(values))
 
-    return Leaf(check, "a non-empty list of architecture names (builders in src/seqsweep/models/<dataset>.py)")
+    return Leaf(
+        check, "a list of architecture names (builders in src/seqsweep/models/<dataset>.py; [] to leave it out)"
+    )
 
 
 SCHEMA: dict[str, Any] = {
@@ -193,7 +196,10 @@ def _validate(node: Any, schema: Any, where: str, source: Path) -> Any:
 
 def validate(raw: Any, source: Path = PARAMS_FILE) -> dict:
     """Return the normalised params (grid axes as lists) or raise ParamsError naming the culprit."""
-    return _validate(raw, SCHEMA, "", source)
+    params = _validate(raw, SCHEMA, "", source)
+    if not any(params["archs"].values()):
+        raise ParamsError(f"{source}: archs lists no architecture for any dataset; nothing would be trained")
+    return params
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict:

@@ -146,9 +146,17 @@ def _write_json(path: Path, points: list[dict]) -> None:
     path.write_text(json.dumps(points, indent=1, allow_nan=False) + "\n")
 
 
-def write_dvc_data(folder: Path, reports: list[DatasetReport], confusion_datasets=("har",)) -> list[Path]:
-    """Write the plot data files under `folder` (the caller makes it atomic); returns their paths."""
+def write_dvc_data(
+    folder: Path, reports: list[DatasetReport], confusion_datasets=("har",), left_out: tuple[str, ...] = ()
+) -> list[Path]:
+    """Write the plot data files under `folder` (the caller makes it atomic); returns their paths. A
+    dataset `left_out` of the study gets empty ones, which `dvc plots show` skips without an error."""
     written = []
+    for ds in left_out:
+        for kind in ("repeats", "units", "curves", *(("confusion",) if ds in confusion_datasets else ())):
+            path = folder / kind / f"{ds}.json"
+            _write_json(path, [])
+            written.append(path)
     for report in reports:
         ds = report.dataset
         for kind, points in (

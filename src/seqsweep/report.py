@@ -434,10 +434,11 @@ def log_summary_runs(reports: list[DatasetReport], params: dict) -> dict[str, st
 
 
 def build_reports(runs_dir: Path, params: dict) -> list[DatasetReport]:
-    """Read every training stage's results (all of them first, so one message names every missing stage)."""
+    """Read every training stage's results (all of them first, so one message names every missing
+    stage); a dataset whose archs list is empty is not part of the study and not reported."""
     figures = load_reference()
     reports, missing = [], []
-    for ds in paths.DATASETS:
+    for ds in (ds for ds in paths.DATASETS if params["archs"][ds]):
         try:
             reports.append(build_dataset(ds, runs_dir, params["archs"][ds], params["report"]["alpha"], figures))
         except MissingInputError as exc:
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out / name for name in ("summary.json", "comparison.md", "comparison.csv", "plots")
     )
     with atomic.atomic_dir(plot_dir) as tmp:
-        plots.write_dvc_data(tmp, reports)
+        plots.write_dvc_data(tmp, reports, left_out=tuple(ds for ds in paths.DATASETS if not params["archs"][ds]))
     atomic.write_text(table, csv_text(reports))
     atomic.write_text(md, markdown(reports))
     atomic.write_json(summary, metrics_doc(reports))
