@@ -67,7 +67,8 @@ def test_a_fused_repeat_is_the_fit_repeat_of_its_seed_batched_with_others():
         val = [engines.train(e, program, held_out) for e in ("fit", "fused")]
         print(json.dumps({"fit": [(r.history, r.test_accuracy, r.lanes) for r in fit],
                           "fused": [(r.history, r.test_accuracy, r.lanes) for r in fused],
-                          "val": [[(r.history, r.val_accuracy) for r in results] for results in val]}))
+                          "val": [[(r.history, r.val_accuracy) for r in results] for results in val],
+                          "tensorflow_imported": "tensorflow" in sys.modules}))
     """)
     for (fit_history, fit_accuracy, fit_lanes), (history, accuracy, lanes) in zip(
         out["fit"], out["fused"], strict=True
@@ -78,6 +79,7 @@ def test_a_fused_repeat_is_the_fit_repeat_of_its_seed_batched_with_others():
         assert len(fit_lanes) == 1 and lanes == [11, 22, 33]
     losses = [h["loss"][0] for h, _, _ in out["fused"]]
     assert len(set(losses)) == 3, "each lane is its own repeat"
+    assert out["tensorflow_imported"] is False, "training on JAX never imports TensorFlow (seconds per process)"
     # with a validation split, both evaluate it after every epoch alike
     for (fit_history, fit_val), (history, val) in zip(*out["val"], strict=True):
         assert history["loss"] == pytest.approx(fit_history["loss"], rel=1e-5)

@@ -156,6 +156,24 @@ def train(
     return results
 
 
+def set_seed(seed: int) -> None:
+    """`keras.utils.set_random_seed(seed)`: Python's, NumPy's and Keras's global seeds, exactly. On a
+    backend other than TensorFlow it does not import TensorFlow to seed it: Keras does so "if TF is
+    installed" for tf.data pipelines, which the JAX path never builds (NumPy arrays in, NumPy batches
+    out), and the import costs every JAX stage, pool worker and Ray task about 3 s and hundreds of MB.
+    Keras then treats TensorFlow as unavailable in that process, which on JAX it is not used for."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    sys.modules["tensorflow"] = None  # `import tensorflow` fails at once (Python's import protocol)
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        del sys.modules["tensorflow"]
+
+
 def shape_kwargs(dataset: str, meta: dict, X_train: np.ndarray) -> dict:
     """The builder's input-shape arguments, from the prepared arrays and their meta.json."""
     if dataset == "har":

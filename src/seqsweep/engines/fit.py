@@ -11,7 +11,16 @@ import keras
 import numpy as np
 
 from seqsweep import models
-from seqsweep.engines import EPOCH_METRICS, OnEpoch, Program, RepeatResult, evaluate, finite_history, last_validation
+from seqsweep.engines import (
+    EPOCH_METRICS,
+    OnEpoch,
+    Program,
+    RepeatResult,
+    evaluate,
+    finite_history,
+    last_validation,
+    set_seed,
+)
 
 
 class _EpochCallback(keras.callbacks.Callback):
@@ -40,7 +49,7 @@ def _repeat(
     keep_model: bool,
 ) -> RepeatResult:
     config = program.config
-    keras.utils.set_random_seed(seed)
+    set_seed(seed)
     model = models.build(program.dataset, program.arch, config.units, config.dropout, **program.shape)
     started = time.perf_counter()
     fit = model.fit(

@@ -6,7 +6,7 @@ loss, Keras's optimizer, its metrics), so it is vmapped over a leading lane axis
 per-repeat state, not written again. What makes each lane a true independent repeat, exactly as the
 fit engine would train its seed on the JAX backend:
 
-- initial weights: `keras.utils.set_random_seed(seed)`, then the same builder (one model per lane);
+- initial weights: `keras.utils.set_random_seed(seed)` (engines.set_seed), then the same builder;
 - dropout masks: each lane's SeedGenerator states are its own non-trainable variables;
 - optimizer state and metrics: stacked per lane, reset per epoch as `fit` does;
 - shuffling: each lane draws `permutation(N)` from its own NumPy stream seeded like `fit`'s global
@@ -28,11 +28,19 @@ import time
 
 import jax
 import jax.numpy as jnp
-import keras
 import numpy as np
 
 from seqsweep import models
-from seqsweep.engines import EPOCH_METRICS, OnEpoch, Program, RepeatResult, evaluate, finite_history, last_validation
+from seqsweep.engines import (
+    EPOCH_METRICS,
+    OnEpoch,
+    Program,
+    RepeatResult,
+    evaluate,
+    finite_history,
+    last_validation,
+    set_seed,
+)
 
 MEMORY_HEADROOM = 0.8  # use at most this share of the free device memory
 
@@ -68,7 +76,7 @@ def _lane(program: Program, seed: int, n: int, x0: np.ndarray, y0: np.ndarray):
     """One repeat's model, built exactly as the fit engine builds it for `seed`, with its optimizer
     and metric variables built as `fit` builds them; and its shuffling stream, advanced as `fit`'s."""
     config = program.config
-    keras.utils.set_random_seed(seed)
+    set_seed(seed)
     model = models.build(program.dataset, program.arch, config.units, config.dropout, **program.shape)
     model._symbolic_build(data_batch=(x0, y0))  # what fit() does first (Keras's own, private, step)
     state = (
