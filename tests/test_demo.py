@@ -256,15 +256,15 @@ def test_results_are_labelled_synthetic_and_say_where_table_plots_and_mlflow_are
     assert f"ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in text
 
 
-def test_results_link_straight_to_each_experiments_runs_table(tmp_path):
+def test_results_link_straight_to_each_experiments_runs_table_in_the_model_training_view(tmp_path):
     from seqsweep import tracking
 
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "comparison.md").write_text("| rank | arch |\n")
     har = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path).experiment_id("har")
     text = demo.results_text(tmp_path, None)
-    assert f"http://127.0.0.1:5000/#/experiments/{har}/runs (har)" in text
-    assert "Model training" in text
+    assert f"http://127.0.0.1:5000/#/experiments/{har}/runs?workflowType=machine_learning (har)" in text
+    assert "GenAI" not in text  # the link opens the runs table itself: nothing to switch
 
 
 def test_results_without_a_comparison_table_name_the_report_stage(tmp_path):

@@ -4,6 +4,8 @@ name, run search, metric history, artifact listing and download)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -97,7 +99,10 @@ def trained(tmp_path_factory):
         )
         for dataset in ("har", "imdb"):
             train.main([dataset, "lstm", f"data/prepared/{dataset}", f"runs/{dataset}-lstm.json"])
-        report.main(["runs", "metrics"])
+        printed = io.StringIO()
+        with contextlib.redirect_stderr(printed):
+            report.main(["runs", "metrics"])
+        (ws / "report.stderr").write_text(printed.getvalue())
     finally:
         os.chdir(saved_cwd)
         os.environ.clear()
@@ -130,6 +135,33 @@ def test_experiment_is_found_by_name_with_artifacts_under_the_workspace(har, tra
     assert exp["name"] == "har"
     assert exp["lifecycle_stage"] == "active"
     assert exp["artifact_location"] == (trained / "mlartifacts" / "har").as_uri()
+
+
+def test_the_ui_opens_on_the_runs_table_with_each_configurations_result_and_rank_as_its_description(har, trained):
+    """What the UI shows first: the printed link and the experiment's kind open the model-training runs
+    table; the experiment says how to see which configuration wins; each parent run is named by its
+    configuration and described by its result and rank; each repeat's name starts with its number."""
+    exp, runs, doc = har
+    experiment_tags = {t["key"]: t["value"] for t in exp["tags"]}
+    assert experiment_tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "Which configuration wins?" in experiment_tags["mlflow.note.content"]
+    assert "*Group by* `arch`" in experiment_tags["mlflow.note.content"]
+    link = f"http://127.0.0.1:5000/#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning"
+    assert f"report: MLflow runs of har: {link} " in (trained / "report.stderr").read_text()
+
+    by_id = {r["info"]["run_id"]: r for r in runs}
+    for config in doc["configs"].values():
+        rank = 1 + sum(other["mean"] > config["mean"] for other in doc["configs"].values())  # ties share
+        parent = by_id[config["mlflow_parent_run_id"]]
+        assert parent["info"]["run_name"] == f"lstm u{config['units']} b16 d0.25 e2"
+        note = tags_of(parent)["mlflow.note.content"]
+        assert note.startswith(
+            f"{100 * config['mean']:.2f} +/- {100 * config['std']:.2f} % test accuracy over 2 repeats (95% CI "
+        ), note
+        assert f", rank {rank} of 2 in har" in note and note.endswith(" [SYNTHETIC data]"), note
+        for repeat in config["repeats"]:
+            name = by_id[repeat["mlflow_run_id"]]["info"]["run_name"]
+            assert name == f"r{repeat['repeat']} · lstm u{config['units']} b16 d0.25 e2"
 
 
 def test_runs_form_a_parent_per_configuration_with_a_child_per_repeat(har, server):
@@ -245,7 +277,7 @@ def test_every_training_run_lists_its_train_and_test_data_as_mlflow_dataset_inpu
         assert set(by_context) == {"training", "evaluation"}
         for split in by_context.values():
             dataset = split["dataset"]
-            assert dataset["name"] == "har" and dataset["source_type"] == "http"
+            assert dataset["name"] == "har (SYNTHETIC)" and dataset["source_type"] == "http"  # the Dataset column
             assert json.loads(dataset["source"])["url"].startswith("https://archive.ics.uci.edu/")
             assert json.loads(dataset["profile"])["synthetic"] is True
             assert {"key": "synthetic", "value": "true"} in split["tags"]

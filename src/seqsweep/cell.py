@@ -163,7 +163,7 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
 def _start_repeat(tracker: tracking.Tracker, cell: Cell, i: int, where: dict) -> str:
     run_id = tracker.start_run(
         cell.experiment_id,
-        f"{cell.arch} {cell.config.key} r{cell.repeats[i]}",
+        f"r{cell.repeats[i]} · {cell.arch} {cell.config.label}",  # the repeat first: the UI cuts long names
         cell.run_keys[i],
         "repeat",
         {

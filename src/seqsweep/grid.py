@@ -21,6 +21,11 @@ class Config:
         """A name safe as a JSON key for `dvc metrics show` (no dots): e.g. `u100-b64-d0p5-e15`."""
         return f"u{self.units}-b{self.batch_size}-d{self.dropout:g}-e{self.epochs}".replace(".", "p")
 
+    @property
+    def label(self) -> str:
+        """For people (run names): e.g. `u100 b64 d0.5 e15`."""
+        return f"u{self.units} b{self.batch_size} d{self.dropout:g} e{self.epochs}"
+
     def as_params(self) -> dict:
         return asdict(self)
 

@@ -25,9 +25,22 @@ from seqsweep.record import FAILURE_TAG, KEY_TAG, KILLED, KIND_TAG, OWNER_TAG, R
 
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows for an experiment or run
+# MLflow 3's UI opens an experiment by its kind (experiment tag): ours on the model-training runs
+# table, not the GenAI overview; a link's `workflowType` query says the same to a fresh browser.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_VIEW = "workflowType=machine_learning"
 
 EXPERIMENT_NOTE = """\
 seqsweep: every architecture of the study on {dataset_upper}, across the hyperparameter grid.
+
+**Which configuration wins?**
+- Each parent run's description: its mean test accuracy +/- std over the repeats, the 95% interval and
+  its rank. The latest **summary** run holds the ranked table (`comparison.md`: intervals, significance
+  against the best) and `plots/` (every repeat per configuration, learning curves, confusion matrix).
+- Chart view, *Group by* `arch` (or `units`, `batch_size`, `dropout`) with the parents collapsed: a mean
+  line and a min-max band per group over the repeats.
+- Select the repeats (child runs) to compare, *Compare*, *Box plot* of `test_accuracy` by `arch`: the
+  spread of every repeat, which a bar chart of means hides.
 
 - **Parent runs** (tag `seqsweep_kind = parent`): one per architecture and configuration (units, batch size,
   dropout, epochs), with `test_accuracy_mean/std/min/max`, `n_finished` and `n_failed` over its repeats.
@@ -231,14 +244,18 @@ class Tracker:
     def experiment_id(self, name: str) -> str:
         """The id of experiment `name` (a dataset), created with artifacts under <repo>/mlartifacts/<name>
         if new, and described (the note the UI shows) as holding configurations, repeats and summaries."""
-        note = EXPERIMENT_NOTE.format(dataset=name, dataset_upper=name.upper())
+        tags = {
+            NOTE_TAG: EXPERIMENT_NOTE.format(dataset=name, dataset_upper=name.upper()),
+            EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+        }
         with self.writing():
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 location = (self.artifact_root / name).as_uri() if sqlite_path(self.uri) else None
-                return self.client.create_experiment(name, artifact_location=location, tags={NOTE_TAG: note})
-            if exp.tags.get(NOTE_TAG) != note:
-                self.client.set_experiment_tag(exp.experiment_id, NOTE_TAG, note)
+                return self.client.create_experiment(name, artifact_location=location, tags=tags)
+            for key, value in tags.items():
+                if exp.tags.get(key) != value:
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
 
     def log_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
@@ -368,7 +385,8 @@ def dataset_inputs(name: str, source_url: str, synthetic: bool, *, train: tuple,
             # file:// URL "can be interpreted in multiple ways" (the same class twice); only that.
             warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
             source = HTTPDatasetSource(source_url) if source_url.startswith(("http://", "https://")) else source_url
-            dataset = mlflow.data.from_numpy(X, targets=y, source=source, name=name, digest=digest)
+            label = f"{name} (SYNTHETIC)" if synthetic else name  # what the UI's Dataset column shows
+            dataset = mlflow.data.from_numpy(X, targets=y, source=source, name=label, digest=digest)
         entity = dataset._to_mlflow_entity()
         profile = {**json.loads(entity.profile or "{}"), "synthetic": synthetic, "rows": int(len(X))}
         entity = Dataset(
@@ -377,6 +395,12 @@ def dataset_inputs(name: str, source_url: str, synthetic: bool, *, train: tuple,
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, context), InputTag("synthetic", str(synthetic).lower())]
         inputs.append(DatasetInput(entity, tags))
     return inputs
+
+
+def runs_link(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's runs table of an experiment, in its model-training view (even in a browser
+    that never opened MLflow, which would otherwise show the GenAI one)."""
+    return f"{base}/#/experiments/{experiment_id}/runs?{UI_VIEW}"
 
 
 def device_name() -> str:

@@ -136,7 +136,7 @@ def open_configurations(stage: Stage, configs: list[grid.Config], experiment_id:
         )
         base = {"dataset": stage.dataset, "arch": stage.arch, **config.as_params()}
         parent_id = tracker.open_parent(
-            experiment_id, f"{stage.arch} {config.key}", parent_key, base, stage.tags, owner=stage.owner
+            experiment_id, f"{stage.arch} {config.label}", parent_key, base, stage.tags, owner=stage.owner
         )
         tracker.log_inputs(parent_id, stage.inputs)
         children = tracker.children(experiment_id, parent_id)

@@ -393,12 +393,14 @@ def results_text(demo: Path, plots_html: Path | None) -> str:
     ]
     if plots_html is not None:
         lines.append(f"{LABEL} plots:             {plots_html}  (rendered by `cd {demo} && dvc plots show`)")
-    links = [f"http://127.0.0.1:5000/#/experiments/{eid}/runs ({name})" for name, eid in experiment_ids(demo).items()]
+    from seqsweep.tracking import runs_link  # (MLflow is imported only when links are shown)
+
+    links = [f"{runs_link(eid)} ({name})" for name, eid in experiment_ids(demo).items()]
     lines += [
         f"{LABEL} MLflow UI:         {mlflow_command(demo)}",
-        f"{LABEL}                    then open {', '.join(links) or 'http://127.0.0.1:5000'}; MLflow 3 opens on",
-        f"{LABEL}                    its GenAI view: switch to 'Model training'. The `summary` run holds the",
-        f"{LABEL}                    table and plots.",
+        f"{LABEL}                    then open {', '.join(links) or 'http://127.0.0.1:5000'}",
+        f"{LABEL}                    (the runs table; the experiment's description says how to compare; the",
+        f"{LABEL}                    `summary` run holds the table and plots).",
         f"{LABEL} run again:         python -m seqsweep.tools.demo  (serves the archives again; DVC reruns only "
         f"what changed)",
         rule,
