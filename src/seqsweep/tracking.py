@@ -25,12 +25,17 @@ from seqsweep.record import FAILURE_TAG, KEY_TAG, KILLED, KIND_TAG, OWNER_TAG, R
 
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows for an experiment or run
-# MLflow 3's UI opens an experiment by its kind (experiment tag): ours on the model-training runs
-# table, not the GenAI overview; a link's `workflowType` query says the same to a fresh browser.
+# The experiment's kind as MLflow 3's UI names it ("Machine learning"). On its own it does not keep a
+# fresh browser off the GenAI views (MLflow 3.17, checked in Chromium): the links' query does that.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 UI_VIEW = "workflowType=machine_learning"
 
-EXPERIMENT_NOTE = """\
+EXPERIMENT_NOTE = (
+    (  # the UI shows the first line until the description is expanded
+        "Which configuration wins: each parent run's description has its mean, 95% interval and rank; "
+        "the summary run holds the ranked table and plots (expand for more).\n\n"
+    )
+    + """\
 seqsweep: every architecture of the study on {dataset_upper}, across the hyperparameter grid.
 
 **Which configuration wins?**
@@ -52,6 +57,7 @@ seqsweep: every architecture of the study on {dataset_upper}, across the hyperpa
 Each run's inputs are the `{dataset}` train split (context `training`) and test split (`evaluation`);
 data not from the official archive is labelled SYNTHETIC (tag `data_synthetic`).
 """
+)
 
 
 class StoreError(SeqsweepError):
