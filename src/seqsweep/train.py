@@ -56,6 +56,7 @@ class Stage:
     meta: dict
     prepared: Path
     validation: prepared.Validation = prepared.Validation()
+    held_out: prepared.Split | None = None  # the validation split, when there is one
     data_digest: str = ""
     code_digest: str = ""
     tags: dict = field(default_factory=dict)
@@ -99,6 +100,7 @@ def describe_stage(stage: Stage) -> None:
     """The digests that key reuse, the tags every run carries and the MLflow dataset inputs."""
     stage.data_digest = prepared.data_digest(stage.prepared)
     stage.code_digest = digest(code_files(stage.dataset, stage.runtime.engine))
+    stage.held_out = prepared.split(stage.arrays, stage.validation) if stage.validation else None
     stage.tags = {
         "dvc_exp_name": os.environ.get("DVC_EXP_NAME"),
         "git_commit": tracking.git_commit(stage.tracker.root),
@@ -106,7 +108,7 @@ def describe_stage(stage: Stage) -> None:
         "code_digest": stage.code_digest,
         **stage.runtime.tags(),
         "data_synthetic": str(stage.synthetic).lower(),
-        "validation": prepared.split(stage.arrays, stage.validation).describe() if stage.validation else "none",
+        "validation": stage.held_out.describe() if stage.held_out else "none",
     }
     stage.inputs = tracking.dataset_inputs(
         stage.dataset,
@@ -306,18 +308,18 @@ def train_arch(dataset: str, arch: str, prepared_dir: Path, params: dict) -> dic
         "engine": rt.engine,
         "repeats": train["repeats"],
         "timing": timing.doc(),
-        "validation": validation_doc(arrays, validation),
+        "validation": validation_doc(stage),
         "configs": configs_doc,
     }
 
 
-def validation_doc(arrays: dict[str, np.ndarray], validation: prepared.Validation) -> dict | None:
+def validation_doc(stage: Stage) -> dict | None:
     """The run file's record of the validation split (None without one)."""
-    if not validation:
+    held = stage.held_out
+    if held is None:
         return None
-    held = prepared.split(arrays, validation)
     return {
-        "share": validation.share,
+        "share": stage.validation.share,
         "held_out": held.held_out,
         "n_train": len(held.train),
         "n_val": len(held.val),
