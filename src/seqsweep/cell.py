@@ -16,7 +16,7 @@ import numpy as np
 
 from seqsweep import engines, grid, prepared, record, tracking
 from seqsweep.errors import SeqsweepError
-from seqsweep.runtime import Runtime, seen
+from seqsweep.runtime import Runtime, check_stop, seen, stop_deferred
 
 
 @dataclass
@@ -129,6 +129,7 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
         program = engines.Program(cell.dataset, cell.arch, cell.config, tuple(cell.seeds[i] for i in todo), cell.shape)
 
         def on_epoch(index: int, epoch: int, logs: dict) -> None:
+            check_stop()  # a stop request that a library swallowed stops the cell here
             tracker.log_metrics(run_ids[todo[index]], logs, step=epoch)
 
         results = []
@@ -141,13 +142,15 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
                 verbose=cell.verbose,
                 keep_model=cell.save_model,
             )
+            check_stop()  # stopped during the last epoch: none of it is a result
     except BaseException as exc:
         store_failed = isinstance(exc, tracking.StoreError) or tracking.is_store_error(exc)
         kind, reason = record.crash(exc)
         if not store_failed:  # (a store that stopped answering would make each write wait out its retries)
             try:
-                for run_id in run_ids.values():
-                    tracker.finish(run_id, record.STATUS[kind], reason, kind)
+                with stop_deferred(then_check=False):  # the clean-up of a stop, not stopped by it
+                    for run_id in run_ids.values():
+                        tracker.finish(run_id, record.STATUS[kind], reason, kind)
             except Exception:  # the original error is what the user needs; the next run retires them
                 pass
         if kind == record.CRASHED and not isinstance(exc, SeqsweepError) and not store_failed:

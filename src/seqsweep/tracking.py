@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from seqsweep.errors import SeqsweepError
 from seqsweep.record import FAILURE_TAG, KEY_TAG, KILLED, KIND_TAG, OWNER_TAG, REASON_TAG
+from seqsweep.runtime import stop_deferred
 
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows for an experiment or run
@@ -242,7 +243,7 @@ class Tracker:
         """Hold the store's write lock (a no-op for remote tracking servers) and time the write."""
         started = time.perf_counter()
         try:
-            with self._lock:
+            with self._lock, stop_deferred():  # a Ctrl-C lands between writes, never inside one
                 yield
         finally:
             self.seconds += time.perf_counter() - started
@@ -272,9 +273,10 @@ class Tracker:
     def find_runs(self, experiment_id: str, filter_string: str) -> list:
         runs, token = [], None
         while True:
-            page = self.client.search_runs(
-                [experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
-            )
+            with stop_deferred():
+                page = self.client.search_runs(
+                    [experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
+                )
             runs.extend(page)
             token = page.token
             if not token:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
 import sys
 from dataclasses import dataclass, field, replace
@@ -226,12 +225,13 @@ def _retire_unfinished(stage: Stage, configurations: list[Configuration], exc: B
     kind, reason = record.crash(exc)
     kind = record.INTERRUPTED if kind == record.INTERRUPTED else record.KILLED  # stopped, not crashed themselves
     try:
-        experiment_id = stage.tracker.experiment_id(stage.dataset)
-        for c in configurations:
-            children = stage.tracker.children(experiment_id, c.parent_id)
-            stage.tracker.retire_stale(
-                children, owner=stage.owner, keys=set(c.keys), why=f"stage stopped: {reason}", kind=kind
-            )
+        with runtime.stop_deferred(then_check=False):  # the clean-up of a stop, not stopped by it
+            experiment_id = stage.tracker.experiment_id(stage.dataset)
+            for c in configurations:
+                children = stage.tracker.children(experiment_id, c.parent_id)
+                stage.tracker.retire_stale(
+                    children, owner=stage.owner, keys=set(c.keys), why=f"stage stopped: {reason}", kind=kind
+                )
     except Exception:  # best effort: the store may be what failed; a rerun retires them
         pass
 
@@ -327,10 +327,6 @@ def validation_doc(stage: Stage) -> dict | None:
     }
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m seqsweep.train", description=__doc__.splitlines()[0])
@@ -340,18 +336,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output", type=Path, help="the run file to write (e.g. runs/har-lstm.json)")
     args = parser.parse_args(argv)
     params = load_params()
-    if __name__ == "__main__":  # the stage's own process (not a caller's, e.g. a test's)
-        signal.signal(signal.SIGTERM, _interrupt)  # a killed `dvc repro` stops training as Ctrl-C does
+    own_process = __name__ == "__main__"  # the stage's own process (not a caller's, e.g. a test's)
+    if own_process:
+        runtime.stop_on_signals()  # a killed `dvc repro` stops training as Ctrl-C does
         runtime.drop_stderr_lines()  # TensorFlow's one meaningless error line per fit, and only that
     stage = f"train-{args.dataset}@{args.arch}"
     try:
         with tracking.store_errors(tracking.resolve_tracking_uri(params["mlflow"]["tracking_uri"])):
             doc = train_arch(args.dataset, args.arch, args.prepared, params)
     except KeyboardInterrupt as exc:
-        raise SeqsweepError(
+        message = (
             f"{stage}: interrupted ({exc or 'Ctrl-C'}); finished repeats are kept in MLflow, the interrupted "
             "ones are marked KILLED and the next `dvc repro` trains them again"
-        ) from None
+        )
+        if own_process:  # a JAX computation may still run: no teardown (runtime.exit_now)
+            print(f"error: {message}", file=sys.stderr)
+            runtime.exit_now(1)
+        raise SeqsweepError(message) from None
     atomic.write_json(args.output, doc)
     empty = [key for key, c in doc["configs"].items() if c["n"] == 0]
     timing = doc["timing"]
