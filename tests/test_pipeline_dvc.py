@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import sha256_of
-from dvc_project import BIN, make_project, sh
+from dvc_project import BIN, make_project, queue_workers, sh
 from mlflow.tracking import MlflowClient
 from params_file import DEFAULTS, TINY_GRID, write_params
 
@@ -203,13 +203,13 @@ def test_the_users_loop_repro_then_experiments_and_queued_sweeps_compared_by_dvc
     assert "test_accuracy" in shown_metrics
 
     sh(project, dvc, "exp", "run", "--queue", "-S", "model.units=5,6", "train-har@lstm")
-    sh(project, dvc, "queue", "start", "-j", "2")
-    deadline = time.time() + 420
-    while time.time() < deadline:
-        status = sh(project, dvc, "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
+    with queue_workers(project, jobs=2):
+        deadline = time.time() + 420
+        while time.time() < deadline:
+            status = sh(project, dvc, "queue", "status").stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(3)
     assert "Failed" not in status, status
     repeats = [r for r in _runs(project, "har") if r.data.tags.get("seqsweep_kind") == "repeat"]
     assert sorted({r.data.params["units"] for r in repeats}) == ["2", "4", "5", "6"]

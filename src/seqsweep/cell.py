@@ -16,7 +16,8 @@ import numpy as np
 
 from seqsweep import engines, grid, prepared, record, tracking
 from seqsweep.errors import SeqsweepError
-from seqsweep.runtime import Runtime, check_stop, seen, stop_deferred
+from seqsweep.runtime import Runtime, seen
+from seqsweep.stopping import check_stop, stop_deferred
 
 
 @dataclass

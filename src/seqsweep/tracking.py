@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from seqsweep.errors import SeqsweepError
 from seqsweep.record import FAILURE_TAG, KEY_TAG, KILLED, KIND_TAG, OWNER_TAG, REASON_TAG
-from seqsweep.runtime import stop_deferred
+from seqsweep.stopping import stop_deferred
 
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows for an experiment or run

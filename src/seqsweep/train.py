@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqsweep import atomic, cell, engines, grid, paths, prepared, record, runtime, tracking, workers
+from seqsweep import atomic, cell, engines, grid, paths, prepared, record, runtime, stopping, tracking, workers
 from seqsweep.checksum import digest
 from seqsweep.errors import SeqsweepError, exit_on_error
 from seqsweep.params import load_params
@@ -225,7 +225,7 @@ def _retire_unfinished(stage: Stage, configurations: list[Configuration], exc: B
     kind, reason = record.crash(exc)
     kind = record.INTERRUPTED if kind == record.INTERRUPTED else record.KILLED  # stopped, not crashed themselves
     try:
-        with runtime.stop_deferred(then_check=False):  # the clean-up of a stop, not stopped by it
+        with stopping.stop_deferred(then_check=False):  # the clean-up of a stop, not stopped by it
             experiment_id = stage.tracker.experiment_id(stage.dataset)
             for c in configurations:
                 children = stage.tracker.children(experiment_id, c.parent_id)
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     own_process = __name__ == "__main__"  # the stage's own process (not a caller's, e.g. a test's)
     if own_process:
-        runtime.stop_on_signals()  # a killed `dvc repro` stops training as Ctrl-C does
+        stopping.stop_on_signals()  # a killed `dvc repro` stops training as Ctrl-C does
         runtime.drop_stderr_lines()  # TensorFlow's one meaningless error line per fit, and only that
     stage = f"train-{args.dataset}@{args.arch}"
     try:
@@ -349,9 +349,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{stage}: interrupted ({exc or 'Ctrl-C'}); finished repeats are kept in MLflow, the interrupted "
             "ones are marked KILLED and the next `dvc repro` trains them again"
         )
-        if own_process:  # a JAX computation may still run: no teardown (runtime.exit_now)
+        if own_process:  # a JAX computation may still run: no teardown (seqsweep.stopping)
             print(f"error: {message}", file=sys.stderr)
-            runtime.exit_now(1)
+            stopping.exit_now(1)
         raise SeqsweepError(message) from None
     atomic.write_json(args.output, doc)
     empty = [key for key, c in doc["configs"].items() if c["n"] == 0]
