@@ -275,6 +275,7 @@ def test_a_grid_on_a_ray_cluster_logs_every_repeat_once_fused_and_fit_alike_even
             (engine, backend, "true", "--xla_gpu_deterministic_ops=true --xla_cpu_multi_thread_eigen=false")
         }, arch
         assert all(tags(r)["worker"].split(":")[1] != str(os.getpid()) for r in mine)
+        assert {tags(r)["epochs_done"] for r in finished} == {"4"}, "what the stage's progress bar reads"
 
         # the run structure the stage wrote, as the authenticated server serves it
         doc = json.loads((ws / f"runs/har-{arch}.json").read_text())

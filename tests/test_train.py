@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -521,6 +522,19 @@ def test_the_fused_engine_logs_every_repeat_as_its_own_child_run_saying_what_tra
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "reproduced exactly" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_progress_bar_counts_each_repeats_epochs_as_they_train_not_only_finished_repeats(ws):
+    write_params(ws, TINY_GRID | {"train.repeats": 2, "train.epochs": 80, "train.engine": "fused"})
+    done = run_stage_process(ws, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    _, err = done.communicate(timeout=600)
+    assert done.returncode == 0, err[-3000:]
+    shown = re.findall(r"(\d+)/(\d+) \[[^,\]]*[^\]]*?(\d+)/(\d+) repeats done, 1 cells of fused on 1 worker\]", err)
+    assert shown and {(int(total), int(repeats)) for _, total, _, repeats in shown} == {(160, 2)}
+    # the fused cell's two repeats finish together at the end, yet the bar moved while they trained
+    assert any(0 < int(epochs) < 160 and int(finished) == 0 for epochs, _, finished, _ in shown), err[-2000:]
+    assert (shown[-1][0], shown[-1][2]) == ("160", "2")
 
 
 @pytest.mark.slow

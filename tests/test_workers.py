@@ -85,6 +85,8 @@ def test_the_pool_trains_fused_and_fit_architectures_with_the_default_engine_exa
     flags = "--xla_gpu_deterministic_ops=true --xla_cpu_multi_thread_eigen=false"
     assert seen == {("lstm", "fused", "jax", "true", flags), ("cnn1d", "fit", "tensorflow", "true", flags)}
     assert len({r.data.tags["worker"] for r in children}) >= 2, "trained in the pool's worker processes"
+    # each repeat told the store its epochs as it trained (what the stage's progress bar reads)
+    assert {r.data.tags[record.EPOCHS_TAG] for r in children} == {"1"}
 
 
 def test_each_local_worker_gets_its_own_cores_and_threads_to_match():

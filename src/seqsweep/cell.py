@@ -131,7 +131,7 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
 
         def on_epoch(index: int, epoch: int, logs: dict) -> None:
             check_stop()  # a stop request that a library swallowed stops the cell here
-            tracker.log_metrics(run_ids[todo[index]], logs, step=epoch)
+            tracker.log_metrics(run_ids[todo[index]], logs, step=epoch, tags={record.EPOCHS_TAG: epoch})
 
         results = []
         if todo:

@@ -55,6 +55,7 @@ OWNER_TAG = "seqsweep_owner"  # host:pid of the stage process a run belongs to, 
 FAILURE_TAG = "seqsweep_failure"  # a failure kind, below
 REASON_TAG = "failure_reason"  # what happened, in words
 LANES_TAG = "lanes"  # the seeds trained in the same compiled program, in lane order
+EPOCHS_TAG = "epochs_done"  # a repeat's epochs trained so far, updated with each epoch's metrics
 
 DIVERGED, CRASHED, INTERRUPTED, KILLED = "diverged", "crashed", "interrupted", "killed"
 STATUS = {DIVERGED: "FAILED", CRASHED: "KILLED", INTERRUPTED: "KILLED", KILLED: "KILLED"}

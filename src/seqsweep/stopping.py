@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 
 _stop_signal: str | None = None
 _deferred = 0
@@ -45,6 +46,9 @@ def stop_deferred(then_check: bool = True):
     """Hold a stop request until the block is done, then raise it (unless `then_check` is False: the
     block is the clean-up after a stop) when no enclosing block still holds it."""
     global _deferred
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
     _deferred += 1
     try:
         yield

@@ -344,11 +344,11 @@ class Tracker:
             self.finish(run.info.run_id, "KILLED", reason, kind)
         return len(stale)
 
-    def log_metrics(self, run_id: str, values: dict, step: int = 0) -> None:
+    def log_metrics(self, run_id: str, values: dict, step: int = 0, tags: dict | None = None) -> None:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None]
         with self.writing():
-            self.client.log_batch(run_id, metrics=metrics)
+            self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
     def set_tags(self, run_id: str, tags: dict) -> None:
         with self.writing():

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -186,36 +187,90 @@ def plan_cells(
 def train_cells(
     stage: Stage, configurations: list[Configuration], cells: list[cell.Cell], n_workers: int
 ) -> cell.Timing:
-    """Train the cells, with a progress bar of repeats; each cell's rows land in its configuration.
+    """Train the cells, with a progress bar of repeat-epochs; each cell's rows land in its configuration.
     If training stops (a crash, a dead worker, a signal), the runs this stage left RUNNING are KILLED."""
-    from tqdm import tqdm
-
     by_parent = {c.parent_id: c for c in configurations}
-    total = sum(len(c.seeds) for c in configurations)
     where = "Ray" if workers.on_ray() else f"{n_workers} worker{'s' * (n_workers > 1)}"
     timing = cell.Timing()
-    with tqdm(
-        total=total,
-        initial=total - sum(len(c.repeats) for c in cells),
-        desc=stage.name,
-        unit="repeat",
-        file=sys.stderr,
-        dynamic_ncols=True,
-    ) as progress:
-        progress.set_postfix_str(f"{len(cells)} cells of {stage.runtime.engine} on {where}")
+    with EpochProgress(stage, configurations, cells, f"{len(cells)} cells of {stage.runtime.engine} on {where}") as bar:
         try:
             for done, result in workers.run(
                 cells, stage.arrays, stage.prepared, n_workers, stage.runtime, stage.tracker
             ):
                 timing.add(result.timing)
                 by_parent[done.parent_id].rows.update({row["repeat"]: row for row in result.rows})
-                progress.update(len(done.repeats))
+                bar.cell_done(done, result.rows)
         except BaseException as exc:
             _retire_unfinished(stage, configurations, exc)
             if isinstance(exc, cell.CellError):
                 raise cell.CellError(f"{stage.name}: {exc}") from exc
             raise
     return timing
+
+
+class EpochProgress:
+    """The stage's progress bar, in repeat-epochs: those of finished cells, plus the epochs the stage's
+    RUNNING repeats have logged so far (their `epochs_done` tag, read from the store every few seconds:
+    they train in this process, in pool workers or as Ray tasks alike, and each logs its epochs there).
+    A fused cell's repeats finish together, so counting repeats alone would sit at 0 for its whole run."""
+
+    EVERY = 2.0  # seconds between two reads of the store
+
+    def __init__(self, stage: Stage, configurations: list[Configuration], cells: list[cell.Cell], where: str):
+        from tqdm import tqdm
+
+        self.stage, self.where = stage, where
+        self.repeats = sum(len(c.seeds) for c in configurations)
+        self.repeats_done = self.repeats - sum(len(c.repeats) for c in cells)
+        total = sum(len(c.seeds) * c.config.epochs for c in configurations)
+        self.finished = total - sum(len(c.repeats) * c.config.epochs for c in cells)
+        self.in_flight: dict[str, int] = {}  # run id -> epochs, as last read
+        self.done_ids: set[str] = set()  # runs of finished cells (a read may predate their end)
+        self.bar = tqdm(
+            total=total, initial=self.finished, desc=stage.name, unit="epoch", file=sys.stderr, dynamic_ncols=True
+        )
+        self.query = (
+            f"tags.{record.OWNER_TAG} = '{stage.owner}' and tags.{record.KIND_TAG} = 'repeat' "
+            "and attributes.status = 'RUNNING'"
+        )
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="epoch-progress", daemon=True)
+        self._show()
+
+    def __enter__(self) -> EpochProgress:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=30)
+        self.bar.close()
+
+    def cell_done(self, done: cell.Cell, rows: list[dict]) -> None:
+        with self.bar.get_lock():
+            self.done_ids.update(row["mlflow_run_id"] for row in rows)
+            self.finished += len(done.repeats) * done.config.epochs
+            self.repeats_done += len(done.repeats)
+            self._show()
+
+    def _watch(self) -> None:
+        experiment_id = None
+        while not self.stopped.wait(self.EVERY):
+            try:  # best effort: a store that fails shows in the training itself
+                experiment_id = (
+                    experiment_id or self.stage.tracker.client.get_experiment_by_name(self.stage.dataset).experiment_id
+                )
+                runs = self.stage.tracker.client.search_runs([experiment_id], self.query, max_results=5000)
+            except Exception:
+                continue
+            with self.bar.get_lock():
+                self.in_flight = {r.info.run_id: int(r.data.tags.get(record.EPOCHS_TAG, 0)) for r in runs}
+                self._show()
+
+    def _show(self) -> None:
+        running = sum(epochs for run_id, epochs in self.in_flight.items() if run_id not in self.done_ids)
+        self.bar.n = min(self.bar.total, self.finished + running)
+        self.bar.set_postfix_str(f"{self.repeats_done}/{self.repeats} repeats done, {self.where}", refresh=True)
 
 
 def _retire_unfinished(stage: Stage, configurations: list[Configuration], exc: BaseException) -> None:
