@@ -209,7 +209,7 @@ def test_the_users_loop_repro_then_experiments_and_queued_sweeps_compared_by_dvc
             status = sh(project, dvc, "queue", "status").stdout
             if "Queued" not in status and "Running" not in status:
                 break
-            time.sleep(3)
+            time.sleep(10)  # each `dvc queue status` is a dvc process: CPU the queued runs need
     assert "Failed" not in status, status
     repeats = [r for r in _runs(project, "har") if r.data.tags.get("seqsweep_kind") == "repeat"]
     assert sorted({r.data.params["units"] for r in repeats}) == ["2", "4", "5", "6"]
