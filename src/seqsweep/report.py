@@ -431,8 +431,8 @@ def log_summary_runs(reports: list[DatasetReport], params: dict) -> dict[str, st
             )
             if report.validation:
                 metrics["best_val_accuracy_mean"] = best.val_summary.mean
-        for arch, row in report.best_per_arch().items():
-            metrics[f"{arch}/best_test_accuracy_mean"] = row.summary.mean
+        # (no per-architecture metrics here: the UI's chart view makes a section per metric prefix, and
+        # each held one bar of this run above the parents' charts; the table and plots below have them)
         tracker.log_metrics(run_id, metrics)
         with tempfile.TemporaryDirectory(prefix="seqsweep-summary-") as tmp:
             folder = Path(tmp)
