@@ -526,7 +526,7 @@ def test_the_fused_engine_logs_every_repeat_as_its_own_child_run_saying_what_tra
 
 @pytest.mark.slow
 def test_the_progress_bar_counts_each_repeats_epochs_as_they_train_not_only_finished_repeats(ws):
-    write_params(ws, TINY_GRID | {"train.repeats": 2, "train.epochs": 80, "train.engine": "fused"})
+    write_params(ws, TINY_GRID | {"train.repeats": 2, "train.epochs": 80})  # auto: fused for lstm on a CPU
     done = run_stage_process(ws, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     _, err = done.communicate(timeout=600)
     assert done.returncode == 0, err[-3000:]
@@ -540,7 +540,8 @@ def test_the_progress_bar_counts_each_repeats_epochs_as_they_train_not_only_fini
 @pytest.mark.slow
 def test_a_fused_configuration_stopped_by_sigterm_counts_no_repeat_and_the_rerun_trains_it(ws):
     write_params(
-        ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 3, "train.epochs": 30, "train.engine": "fused"}
+        ws,
+        TINY_GRID | {"model.units": [2, 3], "train.repeats": 3, "train.epochs": 30},  # auto: fused here
     )
     proc = run_stage_process(ws, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     deadline = time.time() + 300
