@@ -24,6 +24,7 @@ def _env(cwd: Path) -> dict:
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
         "PYTHONPATH": str(cwd / "src"),
+        "XDG_CACHE_HOME": str(Path(cwd).parent / "cache"),  # the plan's calibrations: the project's own
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     return env

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,10 +176,21 @@ def test_the_users_loop_repro_then_experiments_and_queued_sweeps_compared_by_dvc
     (A HAR-only study, `archs.imdb: []`, to keep it short: IMDB's stages are the same code.)"""
     dvc = str(BIN / "dvc")
     write_params(project, {"archs.imdb": []})
-    sh(project, dvc, "repro")
+    repro = sh(project, dvc, "repro")
+    assert "plan: 1 of 1 repeat to train in 1 stage; no time estimate yet: 1 program shape not calibrated" in (
+        repro.stderr
+    )
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "baseline")
-    sh(project, dvc, "exp", "run", "-n", "wide", "-S", "model.units=4")
+
+    # Before the next experiment: the plan of a grown grid shows what MLflow holds and estimates the rest.
+    planned = sh(project, sys.executable, "-m", "seqsweep.plan", "-S", "model.units=[2,4]", "--json")
+    (stage,) = json.loads(planned.stdout)["stages"]
+    assert (stage["name"], stage["configurations"], stage["held"], stage["left"]) == ("train-har@lstm", 2, 1, 1)
+    assert stage["seconds"] > 0 and stage["peak_bytes"] > 0 and "calibrating 1 program shape" in planned.stderr
+    exp = sh(project, dvc, "exp", "run", "-n", "wide", "-S", "model.units=4")
+    line = next(line for line in exp.stderr.splitlines() if line.startswith("plan: "))
+    assert line.startswith("plan: 1 of 1 repeat to train in 1 stage, about "), "the stage reads the calibration"
     wide = [r for r in _runs(project, "har") if r.data.tags.get("dvc_exp_name") == "wide"]
     assert {r.data.params["units"] for r in wide if r.data.tags.get("seqsweep_kind") == "repeat"} == {"4"}
 

@@ -106,17 +106,25 @@ def test_auto_is_one_fused_worker_per_core_one_fit_worker_per_two_and_one_per_gp
 ):
     monkeypatch.setattr(workers.os, "sched_getaffinity", lambda _: set(range(16)))
     monkeypatch.setattr(workers, "_available_memory", lambda: 64 * workers.GIB)
-    assert workers.count("auto", "cpu", 100, "fused") == 16
-    assert workers.count("auto", "cpu", 100, "fit") == 8  # TensorFlow's fit uses two threads well
-    assert workers.count("auto", "cpu", 5, "fused") == 5
+
+    def count(*args):
+        return workers.count(*args)[0]
+
+    assert count("auto", "cpu", 100, "fused") == 16
+    assert count("auto", "cpu", 100, "fit") == 8  # TensorFlow's fit uses two threads well
+    assert count("auto", "cpu", 5, "fused") == 5
+    assert workers.count("auto", "cpu", 100, "fit")[1] == "auto: one per two cores for fit (16 cores)"
     monkeypatch.setattr(workers, "_available_memory", lambda: 6 * workers.GIB)
-    assert workers.count("auto", "cpu", 100, "fused") == 4  # 1.5 GiB per worker
-    assert workers.count("auto", "gpu", 100, "fused") == 1
+    assert workers.count("auto", "cpu", 100, "fused") == (
+        4,
+        "auto: one per core for fused (16 cores), 4 by free memory",
+    )
+    assert count("auto", "gpu", 100, "fused") == 1
     monkeypatch.setattr(workers.os, "sched_getaffinity", lambda _: {0})
-    assert workers.count("auto", "cpu", 100, "fit") == 1
+    assert count("auto", "cpu", 100, "fit") == 1
     for engine in ("fit", "fused"):
-        assert workers.count(3, "cpu", 100, engine) == 3
-        assert workers.count(3, "cpu", 2, engine) == 2 and workers.count(8, "cpu", 1, engine) == 1
+        assert count(3, "cpu", 100, engine) == 3
+        assert count(3, "cpu", 2, engine) == 2 and count(8, "cpu", 1, engine) == 1
 
 
 # ---- a store that cannot be used ----------------------------------------------------------------------

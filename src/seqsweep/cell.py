@@ -86,19 +86,27 @@ class CellError(SeqsweepError):
         )
 
 
-def plan(template: Cell, pending: list[int], seeds: list[int], keys: list[str], parts: int = 1) -> list[Cell]:
-    """The cells of one configuration's pending repeats: one per repeat for the fit engine (repeats
-    are independent programs, so workers can share them out); for the fused engine one compiled
-    program of all of them, or `parts` programs when there are fewer configurations than workers (it
-    also splits itself if its lanes do not fit in device memory)."""
-    if template.runtime.engine == "fit":
-        groups = [[i] for i in pending]
-    else:
-        size = -(-len(pending) // max(1, min(parts, len(pending))))
-        groups = [pending[i : i + size] for i in range(0, len(pending), size)]
+def groups(engine: str, pendings: list[list[int]], workers: int) -> list[list[list[int]]]:
+    """How each configuration's pending repeats (`pendings`, one list per configuration) are split
+    into cells: one per repeat for the fit engine (repeats are independent programs, so workers can
+    share them out); for the fused engine one compiled program of all of them, or as many programs as
+    it takes for every worker to have one when there are fewer configurations than workers (a
+    program also splits itself if its lanes do not fit in device memory)."""
+    if engine == "fit":
+        return [[[i] for i in pending] for pending in pendings]
+    parts = -(-workers // max(1, sum(1 for p in pendings if p)))
+    out = []
+    for pending in pendings:
+        size = max(1, -(-len(pending) // max(1, min(parts, len(pending)))))
+        out.append([pending[i : i + size] for i in range(0, len(pending), size)])
+    return out
+
+
+def plan(template: Cell, seeds: list[int], keys: list[str], group: list[list[int]]) -> list[Cell]:
+    """The cells of one configuration's pending repeats, split as `groups` said (`group`: its part)."""
     return [
         replace(template, repeats=tuple(g), seeds=tuple(seeds[i] for i in g), run_keys=tuple(keys[i] for i in g))
-        for g in groups
+        for g in group
     ]
 
 

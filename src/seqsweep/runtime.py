@@ -111,10 +111,11 @@ def _user_xla_flags() -> str:
     return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f not in ours)
 
 
-def resolve(requested: str, deterministic: bool, model: str, on_ray: bool) -> Runtime:
-    """The stage's runtime for `model` ('har:lstm'), applied to this process: train.engine resolved
-    (see engines.choose) on the platform the cells will train on (this machine's JAX, or the Ray
-    cluster's GPUs), with the deterministic flags set before JAX starts."""
+def decide(requested: str, deterministic: bool, models: list[str], on_ray: bool) -> dict[str, Runtime]:
+    """The runtime of each of `models` ('har:lstm', ...), decided from the same facts and applied to no
+    one: train.engine resolved (see engines.choose) on the platform the cells will train on (this
+    machine's JAX, or the Ray cluster's GPUs). The deterministic flags are set in this process first,
+    because asking JAX for the platform starts it and XLA reads its flags once."""
     from seqsweep import engines
 
     flags_only = Runtime(
@@ -122,16 +123,27 @@ def resolve(requested: str, deterministic: bool, model: str, on_ray: bool) -> Ru
     )
     pending = flags_only.env()
     pending.pop("KERAS_BACKEND")
-    os.environ.update(pending)  # before JAX starts in the next line: XLA reads its flags once
+    os.environ.update(pending)  # before JAX starts in the next lines
+    found = engines.here()
     if on_ray:
         from seqsweep import workers
 
         platform = workers.cluster_platform()
     else:
-        platform = engines.local_platform()
-    choice = engines.choose(requested, platform, model)
-    runtime = replace(flags_only, engine=choice.engine, backend=choice.backend, platform=platform, reason=choice.reason)
-    runtime = replace(runtime, device=_device(runtime, on_ray))
+        platform = found.jax or "cpu"
+    out = {}
+    for model in models:
+        choice = engines.choose(requested, platform, model, found)
+        runtime = replace(
+            flags_only, engine=choice.engine, backend=choice.backend, platform=platform, reason=choice.reason
+        )
+        out[model] = replace(runtime, device=_device(runtime, on_ray))
+    return out
+
+
+def resolve(requested: str, deterministic: bool, model: str, on_ray: bool) -> Runtime:
+    """The stage's runtime for `model` ('har:lstm'), applied to this process (see `decide`)."""
+    runtime = decide(requested, deterministic, [model], on_ray)[model]
     runtime.apply()
     return runtime
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqsweep import atomic, cell, engines, grid, paths, prepared, record, runtime, stopping, tracking, workers
+from seqsweep import atomic, cell, engines, grid, paths, plan, prepared, record, runtime, stopping, tracking, workers
 from seqsweep.checksum import digest
 from seqsweep.errors import SeqsweepError, exit_on_error
 from seqsweep.params import load_params
@@ -174,13 +174,11 @@ def plan_cells(
         validation=stage.validation,
     )
     todo = [c for c in configurations if c.pending]
-    parts = -(-n_workers // max(1, len(todo)))  # fused programs split so that every worker has one
+    split = cell.groups(stage.runtime.engine, [c.pending for c in todo], n_workers)
     return [
         piece
-        for c in todo
-        for piece in cell.plan(
-            replace(template, config=c.config, parent_id=c.parent_id), c.pending, c.seeds, c.keys, parts
-        )
+        for c, group in zip(todo, split, strict=True)
+        for piece in cell.plan(replace(template, config=c.config, parent_id=c.parent_id), c.seeds, c.keys, group)
     ]
 
 
@@ -325,7 +323,12 @@ def train_arch(dataset: str, arch: str, prepared_dir: Path, params: dict) -> dic
     root = tracking.repo_root()
     tracking_uri = tracking.resolve_tracking_uri(params["mlflow"]["tracking_uri"], root)
     check_store(tracking_uri)
-    rt = runtime.resolve(train["engine"], train["deterministic"], f"{dataset}:{arch}", workers.on_ray())
+    model = f"{dataset}:{arch}"
+    runtimes = runtime.decide(
+        train["engine"], train["deterministic"], [*plan.models_of(params), model], workers.on_ray()
+    )
+    rt = runtimes[model]
+    rt.apply()  # before Keras is imported, below
     if not rt.reason.startswith("asked for"):
         print(f"train-{dataset}@{arch}: engine {rt.engine} on {rt.backend} ({rt.reason})", file=sys.stderr)
     # A new model per repeat makes TensorFlow warn about retracing; expected here, so only errors show.
@@ -336,6 +339,7 @@ def train_arch(dataset: str, arch: str, prepared_dir: Path, params: dict) -> dic
 
     configs = grid.expand(params, models.get(dataset, arch).epochs)
     tracker = tracking.Tracker(tracking_uri, root)
+    print(study_line(params, runtimes, tracker, root, f"train-{dataset}@{arch}"), file=sys.stderr)
     validation = prepared.Validation(train["validation"], train["seed"])
     stage = Stage(dataset, arch, params, rt, tracker, arrays, meta, Path(prepared_dir), validation)
     describe_stage(stage)
@@ -345,7 +349,7 @@ def train_arch(dataset: str, arch: str, prepared_dir: Path, params: dict) -> dic
     configurations = open_configurations(stage, configs, experiment_id)
     opening = tracker.seconds - started
     pending = sum(len(c.pending) for c in configurations)
-    n_workers = workers.count(train["workers"], rt.platform, pending, rt.engine)
+    n_workers, _ = workers.count(train["workers"], rt.platform, pending, rt.engine)
     cells = plan_cells(stage, configurations, experiment_id, n_workers)
     timing = train_cells(stage, configurations, cells, n_workers)
 
@@ -366,6 +370,14 @@ def train_arch(dataset: str, arch: str, prepared_dir: Path, params: dict) -> dic
         "validation": validation_doc(stage),
         "configs": configs_doc,
     }
+
+
+def study_line(params: dict, runtimes: dict, tracker: tracking.Tracker, root: Path, stage: str) -> str:
+    """The plan's one line for the whole study, from the calibration cache (seqsweep.plan)."""
+    try:
+        return plan.one_line(plan.study(params, runtimes=runtimes, tracker=tracker, root=root, calibrate=False), stage)
+    except SeqsweepError as exc:  # the plan only informs; what it could not read, training reports
+        return f"plan: no estimate ({exc})"
 
 
 def validation_doc(stage: Stage) -> dict | None:

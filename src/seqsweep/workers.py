@@ -63,21 +63,29 @@ def cluster_platform() -> str:
     return "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
-def count(setting: int | str, platform: str, cells: int, engine: str) -> int:
-    """How many cells train side by side: `train.workers` resolved for this machine and `engine`,
-    or on a Ray cluster the CPUs (GPUs for a GPU cluster) it offers; never more than there are cells."""
+def count(setting: int | str, platform: str, cells: int, engine: str) -> tuple[int, str]:
+    """How many cells train side by side, and why: `train.workers` resolved for this machine and
+    `engine`, or on a Ray cluster the CPUs (GPUs for a GPU cluster) it offers; never more than there
+    are cells (`cells`: the repeats left to train)."""
     if on_ray():
-        resources = _ray().cluster_resources()
-        return max(1, min(int(resources.get("GPU" if platform == "gpu" else "CPU", 1)), cells))
+        kind = "GPU" if platform == "gpu" else "CPU"
+        offered = int(_ray().cluster_resources().get(kind, 1))
+        return max(1, min(offered, cells)), f"Ray: the cluster's {offered} {kind}s"
     if cells <= 1:
-        return 1
+        return 1, "one repeat left" if cells else "nothing left to train"
     if setting != "auto":
-        return max(1, min(int(setting), cells))
+        n = max(1, min(int(setting), cells))
+        return n, f"train.workers: {setting}" + (f", {cells} repeats left" if n < int(setting) else "")
     if platform != "cpu":
-        return 1
+        return 1, f"auto: one per {platform.upper()}"
     cores = len(os.sched_getaffinity(0))
     per_worker = 2 if engine == "fit" else 1  # cores one worker uses well (see the module's docstring)
-    return max(1, min(cores // per_worker, int(_available_memory() // MEMORY_PER_WORKER), cells))
+    by_memory = int(_available_memory() // MEMORY_PER_WORKER)
+    n = max(1, min(cores // per_worker, by_memory, cells))
+    why = f"auto: one per {'two cores' if per_worker == 2 else 'core'} for {engine} ({cores} cores)"
+    if n == by_memory < cores // per_worker:
+        why += f", {by_memory} by free memory"
+    return n, why
 
 
 def _available_memory() -> float:

@@ -94,35 +94,46 @@ def _jax_platform() -> str | None:
     return jax.default_backend()
 
 
-def local_platform() -> str:
-    """What this machine's JAX computes on ('cpu' without JAX)."""
-    return _jax_platform() or "cpu"
+@dataclass(frozen=True)
+class Here:
+    """What this process offers the engines: KERAS_BACKEND as set, the backend an already imported Keras
+    runs on, and JAX's platform (None without JAX). Read once (`here`) and handed to `choose`, so every
+    stage of a study is decided from the same facts, before anything changes them."""
+
+    forced: str | None
+    loaded: str | None
+    jax: str | None
 
 
-def choose(requested: str, platform: str | None = None, model: str = "") -> Choice:
+def here() -> Here:
+    """What this process offers now (imports JAX, not Keras)."""
+    loaded = sys.modules.get("keras")
+    loaded_backend = loaded.backend.backend() if loaded is not None and hasattr(loaded, "backend") else None
+    return Here(os.environ.get("KERAS_BACKEND") or None, loaded_backend, _jax_platform())
+
+
+def choose(requested: str, platform: str | None = None, model: str = "", found: Here | None = None) -> Choice:
     """Resolve train.engine (`auto`, `fit` or `fused`) for `model` ('har:lstm') on `platform` (where
     the cells will train: this machine by default, or a Ray cluster's 'gpu'/'cpu'), before Keras is
-    imported.
+    imported, from what this process offers (`found`; default: read now).
 
     auto picks fused on an accelerator, where one repeat leaves the device mostly idle and the lanes
     fill it; on a CPU, fused for the models in FUSED_ON_CPU and fit for the others, as measured.
     A backend forced with KERAS_BACKEND, a missing JAX or an already-imported Keras on another
     backend make auto fall back to fit; an explicit `fused` that cannot run is an error before any
     training."""
-    forced = os.environ.get("KERAS_BACKEND")
-    loaded = sys.modules.get("keras")
-    loaded_backend = loaded.backend.backend() if loaded is not None and hasattr(loaded, "backend") else None
+    found = found or here()
+    forced, loaded_backend = found.forced, found.loaded
     if requested == "fit":
         return Choice("fit", loaded_backend or forced or "tensorflow", "asked for (train.engine: fit)")
     blocker = None
     if loaded_backend not in (None, "jax"):
         blocker = f"Keras is already running on {loaded_backend} in this process"
-    elif forced not in (None, "", "jax"):
+    elif forced not in (None, "jax"):
         blocker = f"KERAS_BACKEND={forced} is set and the fused engine needs jax"
-    jax_here = None if blocker else _jax_platform()
-    platform = platform or jax_here
-    if blocker is None and jax_here is None:
+    elif found.jax is None:
         blocker = "JAX is not installed (pip install -e . brings it; '.[gpu]' brings CUDA JAX)"
+    platform = platform or found.jax
     if requested == "fused":
         if blocker:
             raise EngineUnavailable(f"train.engine: fused cannot run here: {blocker}")
