@@ -146,6 +146,7 @@ def test_the_ui_opens_on_the_runs_table_with_each_configurations_result_and_rank
     assert experiment_tags["mlflow.experimentKind"] == "custom_model_development"
     assert "Which configuration wins?" in experiment_tags["mlflow.note.content"]
     assert "*Group by* `arch`" in experiment_tags["mlflow.note.content"]
+    assert "*Show all*, to chart every run" in experiment_tags["mlflow.note.content"]  # not the first 10 only
     link = f"http://127.0.0.1:5000/#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning"
     assert f"report: MLflow runs of har: {link} " in (trained / "report.stderr").read_text()
 

@@ -44,7 +44,8 @@ seqsweep: every architecture of the study on {dataset_upper}, across the hyperpa
   its rank. The latest **summary** run holds the ranked table (`comparison.md`: intervals, significance
   against the best) and `plots/` (every repeat per configuration, learning curves, confusion matrix).
 - Chart view, *Group by* `arch` (or `units`, `batch_size`, `dropout`) with the parents collapsed: a mean
-  line and a min-max band per group over the repeats.
+  line and a min-max band per group over the repeats. Charts show only the table's visible runs, by
+  default the first 10 rows: the eye icon at the head of the table, *Show all*, to chart every run.
 - Select the repeats (child runs) to compare, *Compare*, *Box plot* of `test_accuracy` by `arch`: the
   spread of every repeat, which a bar chart of means hides.
 
