@@ -263,7 +263,8 @@ def test_results_link_straight_to_each_experiments_runs_table_in_the_model_train
     (tmp_path / "metrics" / "comparison.md").write_text("| rank | arch |\n")
     har = tracking.Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path).experiment_id("har")
     text = demo.results_text(tmp_path, None)
-    assert f"http://127.0.0.1:5000/#/experiments/{har}/runs?workflowType=machine_learning (har)" in text
+    query = "viewStateShareKey=seqsweep&workflowType=machine_learning"
+    assert f"http://127.0.0.1:5000/#/experiments/{har}/runs?{query} (har)" in text
     assert "GenAI" not in text  # the link opens the runs table itself: nothing to switch
 
 

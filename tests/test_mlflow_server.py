@@ -139,7 +139,8 @@ def test_experiment_is_found_by_name_with_artifacts_under_the_workspace(har, tra
 
 def test_the_ui_opens_on_the_runs_table_with_each_configurations_result_and_rank_as_its_description(har, trained):
     """What the UI shows first: the printed link and the experiment's kind open the model-training runs
-    table; the experiment says how to see which configuration wins; each parent run is named by its
+    table, best first with the result as a column and every run shown; the experiment says how to see
+    which configuration wins; each parent run is named by its
     configuration and described by its result and rank; each repeat's name starts with its number."""
     exp, runs, doc = har
     experiment_tags = {t["key"]: t["value"] for t in exp["tags"]}
@@ -147,7 +148,14 @@ def test_the_ui_opens_on_the_runs_table_with_each_configurations_result_and_rank
     assert "Which configuration wins?" in experiment_tags["mlflow.note.content"]
     assert "*Group by* `arch`" in experiment_tags["mlflow.note.content"]
     assert "*Show all*, to chart every run" in experiment_tags["mlflow.note.content"]  # not the first 10 only
-    link = f"http://127.0.0.1:5000/#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning"
+    view = json.loads(experiment_tags["mlflow.sharedViewState.seqsweep"])  # the view the link opens
+    assert (view["orderByKey"], view["orderByAsc"], view["runsHiddenMode"]) == (
+        "metrics.`test_accuracy_mean`",
+        False,
+        "SHOW_ALL",
+    )
+    assert "metrics.`test_accuracy_mean`" in view["selectedColumns"]
+    link = f"http://127.0.0.1:5000/#/experiments/{exp['experiment_id']}/runs?viewStateShareKey=seqsweep&workflowType=machine_learning"
     assert f"report: MLflow runs of har: {link} " in (trained / "report.stderr").read_text()
 
     by_id = {r["info"]["run_id"]: r for r in runs}
