@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from seqsweep import calibration, cell, plan
-from seqsweep.errors import ParamsError
+from seqsweep.errors import ParamsError, SeqsweepError
 from seqsweep.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,3 +99,17 @@ def test_the_stages_line_gives_what_is_left_and_the_time_or_how_to_get_it():
     study.stages[1] = _stage("b", 5, None, ["har:lstm u10 b64 x5 lanes"])
     assert "no time estimate yet: 1 program shape not calibrated" in plan.one_line(study, "b")
     assert plan.duration(75) == "75 s" and plan.duration(125) == "2 min 05 s"
+
+
+def test_a_calibration_that_fails_names_the_shape_and_the_cause_and_keeps_what_it_measured(tmp_path):
+    """Measured in a real child process set up as a one-core worker: the first shape is measured and
+    cached, the second (an architecture no builder makes) fails, named."""
+    cache = calibration.Cache(tmp_path / "calibration.json")
+    group = calibration.Group(Runtime("fit", "tensorflow", "cpu", True), threads=1)
+    builder = (("channels", 9), ("n_classes", 6), ("timesteps", 16))
+    good = calibration.Shape("har", "cnn1d", 4, 16, 1, 40, 20, 0, (16, 9), builder)
+    bad = calibration.Shape("har", "nosuch", 4, 16, 1, 40, 20, 0, (16, 9), builder)
+    with pytest.raises(SeqsweepError, match=r"failed at har:nosuch u4 b16: .*unknown architecture 'nosuch'"):
+        calibration.calibrate(group, [good, bad], cache, say=lambda _: None)
+    measured = calibration.Cache(cache.path).get(group, good)
+    assert measured is not None and measured.step_seconds > 0 and measured.peak_bytes > measured.held_bytes > 0

@@ -28,6 +28,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -165,19 +167,21 @@ def calibrate(group: Group, shapes: list[Shape], cache: Cache, say=print) -> Non
     env["SEQSWEEP_CALIBRATION_THREADS"] = str(group.threads or 0)
     env["SEQSWEEP_CALIBRATION_ENGINE"] = group.runtime.engine
     started = time.perf_counter()
+    errors = tempfile.TemporaryFile(mode="w+")  # not a pipe: a chatty child must never block on it
     child = subprocess.Popen(
         [sys.executable, "-m", "seqsweep.calibration"],
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errors,
         text=True,
     )
-    child.stdin.write(json.dumps([asdict(s) for s in shapes]))
-    child.stdin.close()
+    watchdog = threading.Timer(CHILD_TIMEOUT, child.kill)  # a hung child is stopped, and named below
+    watchdog.start()
     startup, measures = None, {}
-    deadline = time.monotonic() + CHILD_TIMEOUT
     try:
+        child.stdin.write(json.dumps([asdict(s) for s in shapes]))
+        child.stdin.close()
         for line in child.stdout:  # one JSON line when ready, then one per shape
             doc = json.loads(line)
             if startup is None:
@@ -186,17 +190,22 @@ def calibrate(group: Group, shapes: list[Shape], cache: Cache, say=print) -> Non
             shape = shapes[len(measures)]
             measures[shape] = Measure(**doc)
             say(f"  calibrated {shape.label}: {measures[shape].step_seconds * 1000:.1f} ms/step")
-            if time.monotonic() > deadline:
-                raise SeqsweepError(f"calibration took more than {CHILD_TIMEOUT} s; stopped at {shape.label}")
-        error = child.stderr.read()
         if child.wait() != 0 or startup is None:
             where = shapes[len(measures)].label if len(measures) < len(shapes) else "its end"
-            lines = [line for line in error.strip().splitlines() if line.strip()]
-            raise SeqsweepError(f"calibration failed at {where}: {lines[-1] if lines else f'exit {child.returncode}'}")
+            errors.seek(0)
+            lines = [line for line in errors.read().strip().splitlines() if line.strip()]
+            cause = lines[-1] if lines else f"exit status {child.returncode}"
+            if not watchdog.is_alive():
+                cause = f"no result within {CHILD_TIMEOUT} s, stopped"
+            if startup is not None and measures:
+                cache.put(group, startup, measures)  # what was measured need not be measured again
+            raise SeqsweepError(f"calibration failed at {where}: {cause}")
     finally:
+        watchdog.cancel()
         if child.poll() is None:
             child.kill()
             child.wait()
+        errors.close()
     cache.put(group, startup, measures)
 
 
