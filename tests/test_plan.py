@@ -13,6 +13,7 @@ import pytest
 
 from seqsweep import calibration, cell, plan
 from seqsweep.errors import ParamsError, SeqsweepError
+from seqsweep.params import load_params
 from seqsweep.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,9 +25,9 @@ def params_yaml(tmp_path) -> Path:
 
 
 def test_overrides_take_dvc_exp_run_s_syntax_and_validate_as_the_stages_do(params_yaml):
-    params = plan.load_params(["model.units=[10,100]", "train.repeats=3", "archs.imdb=[]"], params_yaml)
+    params = load_params(params_yaml, ["model.units=[10,100]", "train.repeats=3", "archs.imdb=[]"])
     assert params["model"]["units"] == [10, 100] and params["train"]["repeats"] == 3 and params["archs"]["imdb"] == []
-    assert plan.load_params(["model.units=200"], params_yaml)["model"]["units"] == [200]  # one value: a grid of one
+    assert load_params(params_yaml, ["model.units=200"])["model"]["units"] == [200]  # one value: a grid of one
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,7 @@ def test_overrides_take_dvc_exp_run_s_syntax_and_validate_as_the_stages_do(param
 )
 def test_a_bad_override_is_an_error_naming_it(params_yaml, override, message):
     with pytest.raises(ParamsError, match=None) as error:
-        plan.load_params([override], params_yaml)
+        load_params(params_yaml, [override])
     assert message in str(error.value)
 
 

@@ -202,8 +202,9 @@ def validate(raw: Any, source: Path = PARAMS_FILE) -> dict:
     return params
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> dict:
-    """Read and validate params.yaml (in the DVC workspace, i.e. the current directory)."""
+def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] = ()) -> dict:
+    """Read and validate params.yaml (in the DVC workspace, i.e. the current directory), with
+    `key=value` overrides applied first (the value read as YAML, as `dvc exp run -S` does)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -213,4 +214,23 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    return validate(raw, path)
+    for item in overrides:
+        _override(raw, item, path)
+    return validate(raw, Path(f"{path}{' with -S ' + ' '.join(overrides) if overrides else ''}"))
+
+
+def _override(raw: dict, item: str, path: Path) -> None:
+    """Set `key.path=value` in the raw params, naming the override when it cannot be applied."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ParamsError(f"-S {item!r}: expected key=value, e.g. -S model.units=[10,100]")
+    *parents, leaf = key.split(".")
+    node = raw
+    for i, name in enumerate(parents):
+        if not isinstance(node, dict) or not isinstance(node.get(name), dict):
+            raise ParamsError(f"-S {item!r}: {'.'.join(parents[: i + 1])} is not a section of {path}")
+        node = node[name]
+    try:
+        node[leaf] = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"-S {item!r}: the value is not valid YAML: {exc}") from None

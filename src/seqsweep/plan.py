@@ -32,12 +32,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 from seqsweep import calibration, cell, grid, prepared, record, runtime, tracking, workers
 from seqsweep.checksum import digest
-from seqsweep.errors import ParamsError, exit_on_error
-from seqsweep.params import PARAMS_FILE, validate
+from seqsweep.errors import exit_on_error
+from seqsweep.params import load_params
 from seqsweep.paths import DATASETS
 
 # MLflow's share of a stage (SQLite store, BENCHMARKS.md "MLflow logging overhead"): opening a
@@ -121,31 +119,7 @@ class StudyPlan:
         return out
 
 
-# ---- params with overrides -----------------------------------------------------------------------
-
-
-def load_params(overrides: list[str], path: Path = PARAMS_FILE) -> dict:
-    """params.yaml with `key=value` overrides applied (the value read as YAML, as `dvc exp run -S`
-    does), validated as a stage validates it."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found (run from the repository root)") from None
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ParamsError(f"-S {item!r}: expected key=value, e.g. -S model.units=[10,100]")
-        *parents, leaf = key.split(".")
-        node = raw
-        for i, name in enumerate(parents):
-            if not isinstance(node, dict) or not isinstance(node.get(name), dict):
-                raise ParamsError(f"-S {item!r}: {'.'.join(parents[: i + 1])} is not a section of {path}")
-            node = node[name]
-        try:
-            node[leaf] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ParamsError(f"-S {item!r}: the value is not valid YAML: {exc}") from None
-    return validate(raw, Path(f"{path}{' with -S ' + ' '.join(overrides) if overrides else ''}"))
+# ---- the study ----------------------------------------------------------------------------------------
 
 
 def models_of(params: dict) -> list[str]:
@@ -225,26 +199,22 @@ def held_results(params: dict, root: Path, tracker: tracking.Tracker | None) -> 
 # ---- the estimate ------------------------------------------------------------------------------------------
 
 
-def _pending(params: dict, stage_runtime: runtime.Runtime, data: Data, arch: str, config: grid.Config, held: set[str]):
-    """The repeat numbers of `config` that MLflow holds no result for."""
+def _pending(params: dict, stage_runtime: runtime.Runtime, data: Data, arch: str, configs: list, held: set[str]):
+    """Per configuration of `configs`, the repeat numbers MLflow holds no result for."""
     from seqsweep import train
 
-    repeats = params["train"]["repeats"]
+    repeats, seed = params["train"]["repeats"], params["train"]["seed"]
     if not data.prepared or not held:
-        return list(range(repeats))
+        return [list(range(repeats)) for _ in configs]
     code = digest(train.code_files(data.dataset, stage_runtime.engine))
-    parent = record.parent_key(
-        data.dataset,
-        arch,
-        config.key,
-        data.digest,
-        code,
-        stage_runtime.key(),
-        params["train"]["seed"],
-        params["train"]["validation"],
-    )
-    seeds = [grid.repeat_seed(params["train"]["seed"], data.dataset, arch, config, r) for r in range(repeats)]
-    return [r for r, seed in enumerate(seeds) if record.repeat_key(parent, r, seed) not in held]
+    out = []
+    for config in configs:
+        parent = record.parent_key(
+            data.dataset, arch, config.key, data.digest, code, stage_runtime.key(), seed, params["train"]["validation"]
+        )
+        seeds = [grid.repeat_seed(seed, data.dataset, arch, config, r) for r in range(repeats)]
+        out.append([r for r, s in enumerate(seeds) if record.repeat_key(parent, r, s) not in held])
+    return out
 
 
 def _makespan(durations: list[float], n_workers: int) -> float:
@@ -264,7 +234,7 @@ def plan_stage(
     dataset, arch = model.split(":")
     train = params["train"]
     configs = grid.expand(params, models.get(dataset, arch).epochs)
-    pendings = [_pending(params, stage_runtime, data, arch, c, held) for c in configs]
+    pendings = _pending(params, stage_runtime, data, arch, configs, held)
     left = sum(map(len, pendings))
     n_workers, workers_why = workers.count(train["workers"], stage_runtime.platform, left, stage_runtime.engine)
     cores = len(os.sched_getaffinity(0))
@@ -471,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--no-calibrate", action="store_true", help="estimate only from the cache; measure nothing")
     args = parser.parse_args(argv)
-    params = load_params(args.overrides)
+    params = load_params(overrides=args.overrides)
     plan = study(params, overrides=args.overrides, calibrate=not args.no_calibrate)
     print(json.dumps(plan.doc(), indent=2) if args.json else table(plan))
 
