@@ -8,20 +8,23 @@ engine learns there, and how it sizes its programs to the device's memory. One p
 2. lane split: the fused engine told the device has room for about 4 of 10 lanes (the free memory
    it reads is pretended, XLA's estimate of the program is real): the programs it chose.
 3. speed, per architecture of params.yaml's `archs`, at the slowest settings (batch 16, units 200):
-   seconds per repeat-epoch of the fused engine at 10 and 20 lanes and of one fit-style repeat on
-   JAX (`model.fit`). Timing data is RANDOM, of the full shapes (HAR windows of 128 x 9, 6 classes;
-   IMDB reviews of 500 ids < 5000, binary): speed does not depend on the values. Each engine runs
-   as the training stage runs it (seqsweep.engines.train), for 2 epochs over `steps` full batches
-   and the partial last batch of the real training set (7352 HAR / 25000 IMDB windows): the first
-   epoch (building the lanes, compiling, warm-up) is reported as overhead, the second is timed and
-   scaled to the steps of a full epoch. XLA's estimate of each fused program's memory (what the
-   engine compares with the free memory) is shown beside the measured peak, where the device
-   reports one (not on a CPU) and the program raised the process's peak.
+   seconds per repeat-epoch of the fused engine at 10 lanes (one configuration's repeats) and at 20
+   (both dropout rates' repeats of one (units, batch size), each lane at its own rate: the program the
+   training stage runs) and of one fit-style repeat on JAX (`model.fit`). Timing data is RANDOM, of the
+   full shapes (HAR windows of 128 x 9, 6 classes; IMDB reviews of 500 ids < 5000, binary): speed does
+   not depend on the values. Each engine runs as the training stage runs it (seqsweep.engines.train),
+   for 2 epochs over `steps` full batches and the partial last batch of the real training set (7352 HAR
+   / 25000 IMDB windows): the first epoch (building the lanes, compiling, warm-up) is reported as
+   overhead, the second is timed and scaled to the steps of a full epoch. XLA's estimate of each fused
+   program's memory (what the engine compares with the free memory) is shown beside the measured peak,
+   where the device reports one (not on a CPU) and the program raised the process's peak.
 4. the whole study (params.yaml's grid: units 10/100/200 x batch 16/32/64 x dropout 0.25/0.5, 10
    repeats, each architecture's epochs): repeat-epochs x the measured seconds per repeat-epoch, plus
-   each program's overhead. Every configuration is charged the slowest settings' figure, so it is
-   an upper bound; a second figure scales by the batches per epoch (per-step time taken as
-   independent of batch size and units, which holds for these small models on a GPU only roughly).
+   each program's overhead, with the most lanes measured for the architecture (20: as the stage groups a
+   (units, batch size)'s repeats; 10 where the 20-lane program was skipped). Every configuration is
+   charged the slowest settings' figure, so it is an upper bound; a second figure scales by the batches
+   per epoch (per-step time taken as independent of batch size and units, which holds for these small
+   models on a GPU only roughly).
 
 Runs with keras 3, jax and numpy alone (no TensorFlow, MLflow, DVC, pandas or yaml; jax brings
 scipy): it imports only seqsweep modules that need nothing else and puts the repository's src/ on
@@ -73,7 +76,8 @@ class Sizes:
     units: int
     batch: int
     dropout: float
-    lanes: tuple[int, ...]  # fused programs timed; the smallest is what the study runs (repeats per program)
+    lanes: tuple[int, ...]  # fused programs timed: one configuration's repeats, then more lanes spanning the
+    # grid's dropout rates (the stage's program: every rate's repeats of one (units, batch size))
     steps: int  # full batches timed per epoch (plus the partial last one, as in a real epoch)
     n_test: int  # the test set the engines predict at the end (not timed)
     parity: dict = field(default_factory=dict)
@@ -190,7 +194,10 @@ def time_program(engine: str, dataset: str, arch: str, lanes: int, sizes: Sizes)
     arrays = random_arrays(dataset, n_timed, sizes.n_test, sizes.shape[dataset])
     config = grid.Config(sizes.units, batch, sizes.dropout, 2)
     seeds = tuple(grid.repeat_seed(GRID["seed"], dataset, arch, config, r) for r in range(lanes))
-    program = engines.Program(dataset, arch, config, seeds, sizes.shape[dataset])
+    dropouts = ()  # more lanes than one configuration's: the grid's rates, each for an equal share of them
+    if engine == "fused" and lanes > sizes.lanes[0]:
+        dropouts = tuple(GRID["dropout"][i * len(GRID["dropout"]) // lanes] for i in range(lanes))
+    program = engines.Program(dataset, arch, config, seeds, sizes.shape[dataset], dropouts)
     marks: list[tuple[int, float]] = []
     gc.collect()  # the previous programs' Keras models hold device buffers in reference cycles
     before = memory_stats()
@@ -206,6 +213,7 @@ def time_program(engine: str, dataset: str, arch: str, lanes: int, sizes: Sizes)
     steps_timed, steps_full = -(-n_timed // batch), -(-n_full // batch)
     row = {
         "lanes": lanes,
+        "dropouts": sorted(set(dropouts)) or [sizes.dropout],
         "s_per_repeat_epoch": steady * steps_full / steps_timed / lanes,
         "overhead_s": (first - started) - steady,  # building the lanes, compiling, first steps
         "steady_epoch_s": steady,
@@ -274,27 +282,32 @@ def lane_split(sizes: Sizes) -> dict:
 
 def study_estimate(rows: list[dict], sizes: Sizes) -> dict:
     """Seconds for params.yaml's whole grid on this device: for each measured architecture, every
-    configuration's repeat-epochs times the measured seconds per repeat-epoch, plus each program's overhead."""
+    configuration's repeat-epochs times the measured seconds per repeat-epoch, plus each program's
+    overhead, for programs of the most lanes measured for it (a (units, batch size)'s repeats of every
+    dropout rate in ceil(repeats x rates / lanes) programs)."""
     from seqsweep import grid, models
 
-    lanes, repeats = min(sizes.lanes), GRID["repeats"]
+    repeats, rates = GRID["repeats"], len(GRID["dropout"])
     params = {"model": {k: GRID[k] for k in ("units", "dropout")}, "train": {"batch_size": GRID["batch_size"]}}
     params["train"]["epochs"] = None  # null: the study's epochs per architecture
     totals = {"fused_upper_s": 0.0, "fit_upper_s": 0.0, "fused_batch_scaled_s": 0.0, "fit_batch_scaled_s": 0.0}
     per_arch, repeat_epochs = [], 0
     for row in rows:
-        fused, fit = row["fused"][str(lanes)], row["fit"]
-        if fused["s_per_repeat_epoch"] is None or fit["s_per_repeat_epoch"] is None:
+        timed = [n for n in sizes.lanes if (row["fused"].get(str(n)) or {}).get("s_per_repeat_epoch") is not None]
+        if not timed or row["fit"]["s_per_repeat_epoch"] is None:
             continue
+        lanes = max(timed)
+        fused, fit = row["fused"][str(lanes)], row["fit"]
         configs = grid.expand(params, models.get(row["dataset"], row["arch"]).epochs)
         steps_measured = -(-sizes.n_train[row["dataset"]] // sizes.batch)
-        arch = {"model": row["model"], "configurations": len(configs), "epochs": configs[0].epochs}
+        arch = {"model": row["model"], "configurations": len(configs), "epochs": configs[0].epochs, "lanes": lanes}
         arch["repeat_epochs"] = sum(c.epochs for c in configs) * repeats
+        arch["programs"] = len(configs) // rates * -(-repeats * rates // lanes)
         for scaled in (False, True):
-            fused_s = fit_s = 0.0
+            fused_s = arch["programs"] * fused["overhead_s"]
+            fit_s = 0.0
             for c in configs:
                 scale = -(-sizes.n_train[row["dataset"]] // c.batch_size) / steps_measured if scaled else 1.0
-                fused_s += -(-repeats // lanes) * fused["overhead_s"]
                 fused_s += repeats * c.epochs * fused["s_per_repeat_epoch"] * scale
                 fit_s += repeats * (fit["overhead_s"] + c.epochs * fit["s_per_repeat_epoch"] * scale)
             kind = "batch_scaled" if scaled else "upper"
@@ -306,7 +319,7 @@ def study_estimate(rows: list[dict], sizes: Sizes) -> dict:
     measured = {a["model"] for a in per_arch}
     missing = [f"{d}:{a}" for d, archs in ARCHS.items() for a in archs if f"{d}:{a}" not in measured]
     return {
-        "lanes_per_program": lanes,
+        "lanes_per_program": sorted({a["lanes"] for a in per_arch}),
         "repeats": repeats,
         "repeat_epochs": repeat_epochs,
         **totals,
@@ -417,7 +430,8 @@ def print_report(doc: dict, sizes: Sizes) -> None:
     print(
         f"timing data RANDOM: har {sizes.n_train['har']} windows of {har['timesteps']} x {har['channels']}, imdb "
         f"{sizes.n_train['imdb']} reviews of {imdb['maxlen']} ids; batch {sizes.batch}, units {sizes.units}, "
-        f"dropout {sizes.dropout}, deterministic kernels {str(doc['deterministic']).lower()}; seconds per "
+        f"dropout {sizes.dropout} (fused R={many}: {' and '.join(map(str, GRID['dropout']))}, a share each), "
+        f"deterministic kernels {str(doc['deterministic']).lower()}; seconds per "
         f"repeat-epoch: {sizes.steps} full batch(es){' + the partial last one' if partial else ''} timed after a "
         "warm-up epoch, scaled to the batches of a full epoch"
     )
@@ -470,10 +484,11 @@ def print_report(doc: dict, sizes: Sizes) -> None:
     hours = {k: e[k] / 3600 for k in e if k.endswith("_s")}
     print(
         f"study ({e['repeat_epochs']} repeat-epochs of {len(e['architectures'])} architectures, programs of "
-        f"{e['lanes_per_program']} lanes): fused {hours['fused_upper_s']:.2f} h, fit on JAX "
-        f"{hours['fit_upper_s']:.2f} h: upper bounds, every configuration at the batch {sizes.batch} / units "
-        f"{sizes.units} figure; scaled by batches per epoch: fused {hours['fused_batch_scaled_s']:.2f} h, fit "
-        f"{hours['fit_batch_scaled_s']:.2f} h" + (f"; missing {', '.join(e['missing'])}" if e["missing"] else "")
+        f"{' or '.join(map(str, e['lanes_per_program'])) or 'no'} lanes): fused {hours['fused_upper_s']:.2f} h, "
+        f"fit on JAX {hours['fit_upper_s']:.2f} h: upper bounds, every configuration at the batch "
+        f"{sizes.batch} / units {sizes.units} figure; scaled by batches per epoch: fused "
+        f"{hours['fused_batch_scaled_s']:.2f} h, fit {hours['fit_batch_scaled_s']:.2f} h"
+        + (f"; missing {', '.join(e['missing'])}" if e["missing"] else "")
     )
 
 

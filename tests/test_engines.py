@@ -52,37 +52,60 @@ def in_jax(script: str, timeout: int = 600) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_a_fused_repeat_is_the_fit_repeat_of_its_seed_batched_with_others():
+def test_a_fused_repeat_is_the_fit_repeat_of_its_seed_and_dropout_rate_batched_with_others():
     """Same initial weights, shuffling, dropout masks and optimizer: each lane's per-epoch loss and
     its test accuracy are those of `fit` for its seed on the same backend, up to float rounding;
-    batch 60 over 128 examples leaves a partial last batch, as fit does. With a validation split, its
-    per-epoch loss and accuracy are fit's too."""
+    batch 60 over 128 examples leaves a partial last batch, as fit does. A program may span the dropout
+    axis, each lane dropping out at its own rate (in a Dropout layer, and inside an LSTM's cell). With
+    a validation split, its per-epoch loss and accuracy are fit's too."""
     out = in_jax("""
+        import dataclasses
         arrays = har_data()
-        program = engines.Program("har", "lstm", grid.Config(8, 60, 0.5, 2), (11, 22, 33), SHAPE)
+        program = engines.Program("har", "lstm", grid.Config(8, 60, 0.5, 2), (11, 22, 33), SHAPE,
+                                  dropouts=(0.5, 0.1, 0.5))
         fit = engines.train("fit", program, arrays)
         fused = engines.train("fused", program, arrays)
+        rng = np.random.default_rng(1)  # a few IMDB-like reviews: LSTM(dropout=d, recurrent_dropout=d)
+        words = {"X_train": rng.integers(1, 50, (48, 12)).astype("int32"), "y_train": rng.integers(0, 2, 48),
+                 "X_test": rng.integers(1, 50, (16, 12)).astype("int32"), "y_test": rng.integers(0, 2, 16)}
+        recurrent = engines.Program("imdb", "lstm_recurrent_dropout", grid.Config(4, 16, 0.25, 1), (5, 6),
+                                    {"num_words": 50, "maxlen": 12}, dropouts=(0.25, 0.5))
+        cells = [engines.train(e, recurrent, words) for e in ("fit", "fused")]
+        try:  # a rate of 0 builds no dropout at all: not a lane beside others (cell.groups never asks)
+            engines.train("fused", dataclasses.replace(recurrent, arch="lstm_dropout", dropouts=(0.5, 0.0)), words)
+        except engines.EngineUnavailable as exc:
+            refused = str(exc)
         from seqsweep.prepared import Validation, with_validation
         held_out = with_validation(arrays, Validation(0.25, seed=5))
         short = engines.Program("har", "lstm", grid.Config(8, 60, 0.5, 1), (11, 22), SHAPE)
         val = [engines.train(e, short, held_out) for e in ("fit", "fused")]
-        print(json.dumps({"fit": [(r.history, r.test_accuracy, r.lanes) for r in fit],
-                          "fused": [(r.history, r.test_accuracy, r.lanes) for r in fused],
-                          "val": [[(r.history, r.val_accuracy) for r in results] for results in val],
+        print(json.dumps({"fit": [(r.history, r.test_accuracy, r.lanes, r.lane_dropouts) for r in fit],
+                          "fused": [(r.history, r.test_accuracy, r.lanes, r.lane_dropouts) for r in fused],
+                          "recurrent": [[r.history["loss"] for r in results] for results in cells],
+                          "refused": refused,
+                          "val": [[(r.history, r.val_accuracy, r.lane_dropouts) for r in results] for results in val],
                           "tensorflow_imported": "tensorflow" in sys.modules}))
     """)
-    for (fit_history, fit_accuracy, fit_lanes), (history, accuracy, lanes) in zip(
+    for (fit_history, fit_accuracy, fit_lanes, _), (history, accuracy, lanes, dropouts) in zip(
         out["fit"], out["fused"], strict=True
     ):
         assert history["loss"] == pytest.approx(fit_history["loss"], rel=1e-5)
         assert history["accuracy"] == pytest.approx(fit_history["accuracy"], abs=1e-6)
         assert accuracy == pytest.approx(fit_accuracy, abs=1 / 64 + 1e-9)  # at most one test example apart
-        assert len(fit_lanes) == 1 and lanes == [11, 22, 33]
-    losses = [h["loss"][0] for h, _, _ in out["fused"]]
+        assert len(fit_lanes) == 1 and lanes == [11, 22, 33] and dropouts == [0.5, 0.1, 0.5]
+    losses = [h["loss"][0] for h, _, _, _ in out["fused"]]
     assert len(set(losses)) == 3, "each lane is its own repeat"
+    fit_recurrent, fused_recurrent = out["recurrent"]
+    for fused_loss, fit_loss in zip(fused_recurrent, fit_recurrent, strict=True):
+        assert fused_loss == pytest.approx(fit_loss, rel=1e-5)
+    assert fused_recurrent[0] != fused_recurrent[1]
+    assert out["refused"].startswith("the fused engine trains lanes with different dropout rates only within (0, 1)")
+    assert "embedding_dropout.rate is [0.5, 0.0] across the lanes" in out["refused"]
     assert out["tensorflow_imported"] is False, "training on JAX never imports TensorFlow (seconds per process)"
-    # with a validation split, both evaluate it after every epoch alike
-    for (fit_history, fit_val), (history, val) in zip(*out["val"], strict=True):
+    # one rate (a configuration's own repeats): no rates to record; with a validation split, both
+    # evaluate it after every epoch alike
+    for (fit_history, fit_val, _), (history, val, dropouts) in zip(*out["val"], strict=True):
+        assert dropouts == []
         assert history["loss"] == pytest.approx(fit_history["loss"], rel=1e-5)
         assert history["val_loss"] == pytest.approx(fit_history["val_loss"], rel=1e-4)
         assert history["val_accuracy"] == pytest.approx(fit_history["val_accuracy"], abs=1e-6)

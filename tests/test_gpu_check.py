@@ -61,6 +61,11 @@ def test_the_gpu_check_runs_on_keras_jax_and_numpy_alone_and_reports_every_figur
             assert math.isfinite(seconds) and seconds > 0, row
         assert row["fused"][str(doc["settings"]["lanes"][-1])]["xla_estimate_bytes"] > 0
         assert row["model"] in proc.stdout  # the table
+    # the program of more lanes is the stage's: every dropout rate of the grid, a lane each at its own
+    grid_rates = yaml.safe_load((REPO / "params.yaml").read_text())["model"]["dropout"]
+    for row in doc["rows"]:
+        assert row["fused"][str(doc["settings"]["lanes"][-1])]["dropouts"] == sorted(grid_rates)
+        assert row["fused"][str(doc["settings"]["lanes"][0])]["dropouts"] == [doc["settings"]["dropout"]]
     # parity: a p-value; the same seeds trained by both engines
     parity = doc["parity"]
     assert 0 <= parity["p_value"] <= 1
@@ -72,6 +77,7 @@ def test_the_gpu_check_runs_on_keras_jax_and_numpy_alone_and_reports_every_figur
     # the study estimate: positive, over params.yaml's grid and architectures (written out in the script)
     study = doc["study"]
     assert study["fused_upper_s"] > 0 and study["fit_upper_s"] > 0 and study["repeat_epochs"] > 0
+    assert study["lanes_per_program"] == [doc["settings"]["lanes"][-1]]  # the most lanes measured
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert study["grid"] == {
         "units": params["model"]["units"],

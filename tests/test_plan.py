@@ -13,6 +13,7 @@ import pytest
 
 from seqsweep import calibration, cell, plan
 from seqsweep.errors import ParamsError, SeqsweepError
+from seqsweep.grid import Config
 from seqsweep.params import load_params
 from seqsweep.runtime import Runtime
 
@@ -46,12 +47,18 @@ def test_a_bad_override_is_an_error_naming_it(params_yaml, override, message):
     assert message in str(error.value)
 
 
-def test_fit_trains_one_program_per_repeat_and_fused_one_per_configuration_split_so_every_worker_has_one():
-    assert cell.groups("fit", [[0, 1], [2]], 2) == [[[0], [1]], [[2]]]
+def test_fit_trains_one_program_per_repeat_and_fused_one_per_dropout_family_split_so_every_worker_has_one():
+    a, b = Config(10, 64, 0.25, 3), Config(10, 64, 0.5, 3)  # differ only in dropout: one fused program
+    c = Config(100, 64, 0.25, 3)
+    assert cell.groups("fit", [a, b], [[0, 1], [2]], 2) == [[(0, 0)], [(0, 1)], [(1, 2)]]
     ten = list(range(10))
-    assert cell.groups("fused", [ten, ten], 2) == [[ten], [ten]]
-    assert cell.groups("fused", [ten], 2) == [[ten[:5], ten[5:]]]
-    assert cell.groups("fused", [[], [0, 1, 2]], 2) == [[], [[0, 1], [2]]]  # a configuration MLflow holds
+    both = [(0, r) for r in ten] + [(1, r) for r in ten]
+    assert cell.groups("fused", [a, b], [ten, ten], 1) == [both], "the dropout axis in one program"
+    assert cell.groups("fused", [a, b], [ten, ten], 2) == [both[:10], both[10:]], "split: one per worker"
+    assert cell.groups("fused", [a, c], [ten, ten], 2) == [both[:10], [(1, r) for r in ten]]
+    assert cell.groups("fused", [a, c], [[], [0, 1, 2]], 2) == [[(1, 0), (1, 1)], [(1, 2)]]  # MLflow holds a
+    # a rate of 0 (or 1) builds a model without (or with nothing but) dropout: never a lane beside others
+    assert cell.groups("fused", [a, Config(10, 64, 0.0, 3)], [[0], [0]], 1) == [[(0, 0)], [(1, 0)]]
 
 
 def test_programs_are_handed_to_the_workers_in_order_each_taking_the_next_when_free():

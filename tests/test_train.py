@@ -480,37 +480,45 @@ def run_stage_process(ws: Path, dataset: str = "har", arch: str = "lstm", **pope
 
 @pytest.mark.slow
 def test_the_fused_engine_logs_every_repeat_as_its_own_child_run_saying_what_trained_it_and_reruns_it_exactly(ws):
-    write_params(
-        ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 3, "train.epochs": 2, "train.engine": "fused"}
-    )
+    """Configurations that differ only in dropout train as one program (the dropout axis fused), each
+    repeat still logged under its own configuration's parent run."""
+    sweep = {"model.units": [2, 3], "model.dropout": [0.25, 0.5], "train.repeats": 2, "train.epochs": 2}
+    write_params(ws, TINY_GRID | sweep | {"train.engine": "fused"})
     proc = run_stage_process(ws, stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
+    assert "8/8 repeats done, 2 cells of fused on 1 worker" in err, "one program per width"
     doc = results(ws, "har-lstm")
     assert doc["engine"] == "fused" and doc["runtime"].endswith(" jax cpu fused det1")
     all_runs = runs(ws, "har")
-    assert len(parents(all_runs)) == 2 and len(children(all_runs)) == 6
+    assert len(parents(all_runs)) == 4 and len(children(all_runs)) == 8
     c = client(ws)
-    for config in doc["configs"].values():
-        seeds = [r["seed"] for r in config["repeats"]]
-        assert config["n"] == 3 and len(set(seeds)) == 3
-        for rep in config["repeats"]:
-            child = c.get_run(rep["mlflow_run_id"])
-            assert child.info.status == "FINISHED"
-            assert (child.data.tags["engine"], child.data.tags["backend"], child.data.tags["device"]) == (
-                "fused",
-                "jax",
-                "cpu",
-            )
-            assert child.data.tags["lanes"] == ",".join(map(str, seeds)), "trained beside its configuration's repeats"
-            # what the training code in the stage's own process ran with (train.workers: 1)
-            assert child.data.tags["deterministic"] == "true"
-            assert child.data.tags["xla_flags"] == "--xla_gpu_deterministic_ops=true"
-            assert [m.step for m in c.get_metric_history(child.info.run_id, "loss")] == [1, 2]
-            assert child.data.metrics["test_accuracy"] == rep["test_accuracy"]
+    for units in (2, 3):
+        both = [doc["configs"][f"u{units}-b16-d{rate}-e2"] for rate in ("0p25", "0p5")]
+        seeds = [r["seed"] for config in both for r in config["repeats"]]
+        assert len(set(seeds)) == 4
+        for rate, config in zip((0.25, 0.5), both, strict=True):
+            assert config["n"] == 2
+            for rep in config["repeats"]:
+                child = c.get_run(rep["mlflow_run_id"])
+                assert child.info.status == "FINISHED"
+                assert child.data.tags["mlflow.parentRunId"] == config["mlflow_parent_run_id"]
+                assert float(child.data.params["dropout"]) == rate
+                assert (child.data.tags["engine"], child.data.tags["backend"], child.data.tags["device"]) == (
+                    "fused",
+                    "jax",
+                    "cpu",
+                )
+                assert child.data.tags["lanes"] == ",".join(map(str, seeds)), "trained beside its width's repeats"
+                assert child.data.tags["lane_dropouts"] == "0.25,0.25,0.5,0.5"
+                # what the training code in the stage's own process ran with (train.workers: 1)
+                assert child.data.tags["deterministic"] == "true"
+                assert child.data.tags["xla_flags"] == "--xla_gpu_deterministic_ops=true"
+                assert [m.step for m in c.get_metric_history(child.info.run_id, "loss")] == [1, 2]
+                assert child.data.metrics["test_accuracy"] == rep["test_accuracy"]
 
     # and each repeat is reproduced exactly from what MLflow recorded (its lanes, engine and runtime)
-    middle = doc["configs"]["u3-b16-d0p25-e2"]["repeats"][1]
+    middle = doc["configs"]["u3-b16-d0p5-e2"]["repeats"][1]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "KERAS_BACKEND")}
     done = subprocess.run(
         [sys.executable, "-m", "seqsweep.tools.rerun", middle["mlflow_run_id"]],

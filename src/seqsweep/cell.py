@@ -1,6 +1,8 @@
-"""A cell: some repeats of one configuration, trained by one engine call wherever a worker runs it
-(the stage's own process, a local pool worker, a Ray task), each repeat logged to its own MLflow
-child run. The stage plans cells (`plan`); workers run them (`run_cell`); both import this module.
+"""A cell: some repeats of one configuration, or for the fused engine of configurations that differ only
+in their dropout rate, trained by one engine call wherever a worker runs it (the stage's own process,
+a local pool worker, a Ray task), each repeat logged to its own MLflow child run under its
+configuration's parent run. The stage plans cells (`groups`); workers run them (`run_cell`); both
+import this module.
 
 Idempotent: a cell run again (a retried Ray task) reuses what its first attempt finished and marks
 KILLED the runs that attempt left RUNNING. An exception during training marks the cell's new runs
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,11 +49,11 @@ class Cell:
 
     dataset: str
     arch: str
-    config: grid.Config
-    repeats: tuple[int, ...]  # repeat numbers within the configuration
+    configs: tuple[grid.Config, ...]  # each repeat's configuration
+    repeats: tuple[int, ...]  # each repeat's number within its configuration
     seeds: tuple[int, ...]
     run_keys: tuple[str, ...]  # each repeat's reuse key
-    parent_id: str
+    parent_ids: tuple[str, ...]  # each repeat's configuration's parent run
     experiment_id: str
     runtime: Runtime
     shape: dict  # the builder's shape keywords (engines.shape_kwargs)
@@ -65,8 +67,26 @@ class Cell:
 
     @property
     def label(self) -> str:
-        first, last = self.repeats[0], self.repeats[-1]
-        return f"{self.arch} {self.config.key} repeat{'s' * (first != last)} {first}{f'-{last}' * (first != last)}"
+        """e.g. `lstm u10-b64-d0p25-e15 repeats 0-4, u10-b64-d0p5-e15 repeats 0-4`."""
+        parts = []
+        for config in dict.fromkeys(self.configs):
+            mine = [r for c, r in zip(self.configs, self.repeats, strict=True) if c == config]
+            first, last = mine[0], mine[-1]
+            parts.append(f"{config.key} repeat{'s' * (first != last)} {first}{f'-{last}' * (first != last)}")
+        return f"{self.arch} {', '.join(parts)}"
+
+    def program(self, indices: list[int]) -> engines.Program:
+        """The engine's program for these of the cell's repeats."""
+        configs = [self.configs[i] for i in indices]
+        dropouts = tuple(c.dropout for c in configs)
+        return engines.Program(
+            self.dataset,
+            self.arch,
+            configs[0] if configs else self.configs[0],
+            tuple(self.seeds[i] for i in indices),
+            self.shape,
+            dropouts if len(set(dropouts)) > 1 else (),
+        )
 
 
 @dataclass
@@ -86,28 +106,31 @@ class CellError(SeqsweepError):
         )
 
 
-def groups(engine: str, pendings: list[list[int]], workers: int) -> list[list[list[int]]]:
-    """How each configuration's pending repeats (`pendings`, one list per configuration) are split
-    into cells: one per repeat for the fit engine (repeats are independent programs, so workers can
-    share them out); for the fused engine one compiled program of all of them, or as many programs as
-    it takes for every worker to have one when there are fewer configurations than workers (a
-    program also splits itself if its lanes do not fit in device memory)."""
+def family(config: grid.Config) -> tuple:
+    """What configurations trained in one fused program share: all but a dropout rate in (0, 1)
+    (each lane drops out at its own rate; a rate of 0 or 1 changes the model's variables)."""
+    return (config.units, config.batch_size, config.epochs, None if 0 < config.dropout < 1 else config.dropout)
+
+
+def groups(engine: str, configs: list[grid.Config], pendings: list[list[int]], workers: int) -> list[list[tuple]]:
+    """How the configurations' pending repeats (`pendings`, one list per configuration) are split into
+    cells, each a list of (configuration index, repeat): one per repeat for the fit engine (repeats
+    are independent programs, so workers can share them out); for the fused engine one compiled
+    program of all the repeats of configurations that differ only in dropout (the dropout axis fused),
+    or as many programs as it takes for every worker to have one when there are fewer such families
+    than workers (a program also splits itself if its lanes do not fit in device memory)."""
     if engine == "fit":
-        return [[[i] for i in pending] for pending in pendings]
-    parts = -(-workers // max(1, sum(1 for p in pendings if p)))
+        return [[(c, r)] for c, pending in enumerate(pendings) for r in pending]
+    families: dict[tuple, list[tuple]] = {}
+    for c, (config, pending) in enumerate(zip(configs, pendings, strict=True)):
+        families.setdefault(family(config), []).extend((c, r) for r in pending)
+    members = [m for m in families.values() if m]
+    parts = -(-workers // max(1, len(members)))
     out = []
-    for pending in pendings:
-        size = max(1, -(-len(pending) // max(1, min(parts, len(pending)))))
-        out.append([pending[i : i + size] for i in range(0, len(pending), size)])
+    for family_members in members:
+        size = max(1, -(-len(family_members) // min(parts, len(family_members))))
+        out += [family_members[i : i + size] for i in range(0, len(family_members), size)]
     return out
-
-
-def plan(template: Cell, seeds: list[int], keys: list[str], group: list[list[int]]) -> list[Cell]:
-    """The cells of one configuration's pending repeats, split as `groups` said (`group`: its part)."""
-    return [
-        replace(template, repeats=tuple(g), seeds=tuple(seeds[i] for i in g), run_keys=tuple(keys[i] for i in g))
-        for g in group
-    ]
 
 
 def run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Tracker | None = None) -> CellResult:
@@ -123,7 +146,8 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
     where = {"device": tracking.device_name(), "worker": f"{socket.gethostname()}:{os.getpid()}", **seen()}
     timing = Timing()
     before = tracker.seconds
-    children = tracker.children(cell.experiment_id, cell.parent_id)
+    parents = dict.fromkeys(cell.parent_ids)
+    children = [run for parent in parents for run in tracker.children(cell.experiment_id, parent)]
     tracker.retire_stale(children, owner=cell.owner, keys=set(cell.run_keys))
     done = record.trained(children)
     todo = [i for i, key in enumerate(cell.run_keys) if key not in done]
@@ -136,7 +160,7 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
     try:
         for i in todo:
             run_ids[i] = _start_repeat(tracker, cell, i, where)
-        program = engines.Program(cell.dataset, cell.arch, cell.config, tuple(cell.seeds[i] for i in todo), cell.shape)
+        program = cell.program(todo)
 
         told: dict[int, float] = {}  # lane -> when its epochs_done tag was last written
 
@@ -146,7 +170,7 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
             # the last epoch: on SQLite it adds 40% to the epoch's write (4 ms), which short epochs feel
             now = time.monotonic()
             tags = None
-            if epoch == cell.config.epochs or now - told.get(index, -1.0) >= 1.0:
+            if epoch == program.config.epochs or now - told.get(index, -1.0) >= 1.0:
                 tags, told[index] = {record.EPOCHS_TAG: epoch}, now
             tracker.log_metrics(run_ids[todo[index]], logs, step=epoch, tags=tags)
 
@@ -184,18 +208,18 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
 def _start_repeat(tracker: tracking.Tracker, cell: Cell, i: int, where: dict) -> str:
     run_id = tracker.start_run(
         cell.experiment_id,
-        f"r{cell.repeats[i]} · {cell.arch} {cell.config.label}",  # the repeat first: the UI cuts long names
+        f"r{cell.repeats[i]} · {cell.arch} {cell.configs[i].label}",  # the repeat first: the UI cuts long names
         cell.run_keys[i],
         "repeat",
         {
             "dataset": cell.dataset,
             "arch": cell.arch,
-            **cell.config.as_params(),
+            **cell.configs[i].as_params(),
             "repeat": cell.repeats[i],
             "seed": cell.seeds[i],
         },
         {**cell.tags, **where},
-        parent_id=cell.parent_id,
+        parent_id=cell.parent_ids[i],
         owner=cell.owner,
     )
     tracker.log_inputs(run_id, cell.inputs)

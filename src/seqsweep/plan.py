@@ -243,8 +243,8 @@ def plan_stage(
     programs = [
         (config, calibration.Shape(dataset, arch, config.units, config.batch_size, len(part), data.n_train,
                                    data.n_test, data.n_val, data.example, tuple(sorted(data.builder.items()))))
-        for config, split in zip(configs, cell.groups(stage_runtime.engine, pendings, n_workers), strict=True)
-        for part in split
+        for part in cell.groups(stage_runtime.engine, configs, pendings, n_workers)
+        for config in [configs[part[0][0]]]  # the lanes share all but their dropout rates
     ]  # fmt: skip
     shapes = list(dict.fromkeys(shape for _, shape in programs))
     measured = {shape: cache.get(group, shape) for shape in shapes}

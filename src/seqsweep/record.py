@@ -55,6 +55,7 @@ OWNER_TAG = "seqsweep_owner"  # host:pid of the stage process a run belongs to, 
 FAILURE_TAG = "seqsweep_failure"  # a failure kind, below
 REASON_TAG = "failure_reason"  # what happened, in words
 LANES_TAG = "lanes"  # the seeds trained in the same compiled program, in lane order
+LANE_DROPOUTS_TAG = "lane_dropouts"  # and their dropout rates, where they differed (the dropout axis fused)
 EPOCHS_TAG = "epochs_done"  # a repeat's epochs trained so far, updated with each epoch's metrics
 
 DIVERGED, CRASHED, INTERRUPTED, KILLED = "diverged", "crashed", "interrupted", "killed"
@@ -115,7 +116,13 @@ def log_result(tracker, run_id: str, repeat: int, result) -> dict:
         "mlflow_run_id": run_id,
         "reused": False,
     }
-    tracker.set_tags(run_id, {LANES_TAG: ",".join(map(str, result.lanes))})
+    tracker.set_tags(
+        run_id,
+        {
+            LANES_TAG: ",".join(map(str, result.lanes)),
+            **({LANE_DROPOUTS_TAG: ",".join(map(repr, result.lane_dropouts))} if result.lane_dropouts else {}),
+        },
+    )
     if kind is None:
         tracker.log_metrics(
             run_id,

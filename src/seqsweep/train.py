@@ -19,12 +19,13 @@ cause, the stage stops naming it, and the next run trains them again (seqsweep.r
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import socket
 import sys
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -154,14 +155,12 @@ def open_configurations(stage: Stage, configs: list[grid.Config], experiment_id:
 def plan_cells(
     stage: Stage, configurations: list[Configuration], experiment_id: str, n_workers: int
 ) -> list[cell.Cell]:
-    template = cell.Cell(
+    """The cells of the configurations' pending repeats, grouped as `cell.groups` says."""
+    todo = [c for c in configurations if c.pending]
+    template = functools.partial(
+        cell.Cell,
         stage.dataset,
         stage.arch,
-        configurations[0].config,
-        (),
-        (),
-        (),
-        parent_id="",
         experiment_id=experiment_id,
         runtime=stage.runtime,
         shape=engines.shape_kwargs(stage.dataset, stage.meta, stage.arrays["X_train"]),
@@ -173,12 +172,16 @@ def plan_cells(
         save_model=stage.params["train"]["save_model"],
         validation=stage.validation,
     )
-    todo = [c for c in configurations if c.pending]
-    split = cell.groups(stage.runtime.engine, [c.pending for c in todo], n_workers)
+    split = cell.groups(stage.runtime.engine, [c.config for c in todo], [c.pending for c in todo], n_workers)
     return [
-        piece
-        for c, group in zip(todo, split, strict=True)
-        for piece in cell.plan(replace(template, config=c.config, parent_id=c.parent_id), c.seeds, c.keys, group)
+        template(
+            configs=tuple(todo[c].config for c, _ in members),
+            repeats=tuple(r for _, r in members),
+            seeds=tuple(todo[c].seeds[r] for c, r in members),
+            run_keys=tuple(todo[c].keys[r] for c, r in members),
+            parent_ids=tuple(todo[c].parent_id for c, _ in members),
+        )
+        for members in split
     ]
 
 
@@ -196,7 +199,8 @@ def train_cells(
                 cells, stage.arrays, stage.prepared, n_workers, stage.runtime, stage.tracker
             ):
                 timing.add(result.timing)
-                by_parent[done.parent_id].rows.update({row["repeat"]: row for row in result.rows})
+                for parent_id, row in zip(done.parent_ids, result.rows, strict=True):
+                    by_parent[parent_id].rows[row["repeat"]] = row
                 bar.cell_done(done, result.rows)
         except BaseException as exc:
             _retire_unfinished(stage, configurations, exc)
@@ -221,7 +225,7 @@ class EpochProgress:
         self.repeats = sum(len(c.seeds) for c in configurations)
         self.repeats_done = self.repeats - sum(len(c.repeats) for c in cells)
         total = sum(len(c.seeds) * c.config.epochs for c in configurations)
-        self.finished = total - sum(len(c.repeats) * c.config.epochs for c in cells)
+        self.finished = total - sum(config.epochs for c in cells for config in c.configs)
         self.in_flight: dict[str, int] = {}  # run id -> epochs, as last read
         self.done_ids: set[str] = set()  # runs of finished cells (a read may predate their end)
         self.bar = tqdm(
@@ -247,7 +251,7 @@ class EpochProgress:
     def cell_done(self, done: cell.Cell, rows: list[dict]) -> None:
         with self.bar.get_lock():
             self.done_ids.update(row["mlflow_run_id"] for row in rows)
-            self.finished += len(done.repeats) * done.config.epochs
+            self.finished += sum(config.epochs for config in done.configs)
             self.repeats_done += len(done.repeats)
             self._show()
 

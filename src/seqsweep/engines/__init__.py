@@ -21,7 +21,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -45,19 +45,29 @@ OnEpoch = Callable[[int, int, dict], None]
 
 @dataclass(frozen=True)
 class Program:
-    """Repeats of one configuration that one engine call trains (the fused engine: together)."""
+    """Repeats that one engine call trains (the fused engine: together): of one configuration, or of
+    configurations that differ only in their dropout rate (`dropouts`: each seed's rate, in order;
+    empty when every seed trains `config.dropout`)."""
 
     dataset: str
     arch: str
     config: Config
     seeds: tuple[int, ...]
     shape: dict  # the builder's shape keywords (shape_kwargs)
+    dropouts: tuple[float, ...] = ()
+
+    def configs(self) -> list[Config]:
+        """Each seed's configuration, in order."""
+        rates = self.dropouts or (self.config.dropout,) * len(self.seeds)
+        assert len(rates) == len(self.seeds), "one dropout rate per seed"
+        return [replace(self.config, dropout=rate) for rate in rates]
 
 
 @dataclass
 class RepeatResult:
     """What one repeat produced; `failure` is None when it finished. `lanes`: the seeds of the
-    repeats trained in the same compiled program (rerunning this repeat exactly needs the same)."""
+    repeats trained in the same compiled program (rerunning this repeat exactly needs the same), and
+    `lane_dropouts` their rates when they differ (the program spanned the dropout axis)."""
 
     seed: int
     history: dict[str, list[float | None]]
@@ -69,6 +79,7 @@ class RepeatResult:
     val_loss: float | None = None
     failure: str | None = None
     lanes: tuple[int, ...] = ()
+    lane_dropouts: tuple[float, ...] = ()
     model: object = field(default=None, repr=False)
 
 

@@ -21,6 +21,7 @@ from seqsweep.engines import (
     last_validation,
     set_seed,
 )
+from seqsweep.grid import Config
 
 
 class _EpochCallback(keras.callbacks.Callback):
@@ -36,11 +37,15 @@ class _EpochCallback(keras.callbacks.Callback):
 def train(
     program: Program, arrays: dict[str, np.ndarray], *, on_epoch: OnEpoch, verbose: int = 0, keep_model: bool = False
 ) -> list[RepeatResult]:
-    return [_repeat(program, i, seed, arrays, on_epoch, verbose, keep_model) for i, seed in enumerate(program.seeds)]
+    return [
+        _repeat(program, config, i, seed, arrays, on_epoch, verbose, keep_model)
+        for i, (seed, config) in enumerate(zip(program.seeds, program.configs(), strict=True))
+    ]
 
 
 def _repeat(
     program: Program,
+    config: Config,
     index: int,
     seed: int,
     arrays: dict[str, np.ndarray],
@@ -48,7 +53,6 @@ def _repeat(
     verbose: int,
     keep_model: bool,
 ) -> RepeatResult:
-    config = program.config
     set_seed(seed)
     model = models.build(program.dataset, program.arch, config.units, config.dropout, **program.shape)
     started = time.perf_counter()

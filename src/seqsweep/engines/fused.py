@@ -7,7 +7,8 @@ per-repeat state, not written again. What makes each lane a true independent rep
 fit engine would train its seed on the JAX backend:
 
 - initial weights: `keras.utils.set_random_seed(seed)` (engines.set_seed), then the same builder;
-- dropout masks: each lane's SeedGenerator states are its own non-trainable variables;
+- dropout masks: each lane's SeedGenerator states are its own non-trainable variables; a program
+  may span the dropout axis (`Program.dropouts`), each lane dropping out at its own rate (`LaneRate`);
 - optimizer state and metrics: stacked per lane, reset per epoch as `fit` does;
 - shuffling: each lane draws `permutation(N)` from its own NumPy stream seeded like `fit`'s global
   one (after the one draw `fit` spends building the model), batches of `batch_size`, the last one
@@ -22,7 +23,9 @@ the first step halves the lanes again. Each repeat records the seeds it was trai
 
 from __future__ import annotations
 
+import contextlib
 import math
+import operator
 import os
 import time
 
@@ -33,6 +36,7 @@ import numpy as np
 from seqsweep import models
 from seqsweep.engines import (
     EPOCH_METRICS,
+    EngineUnavailable,
     OnEpoch,
     Program,
     RepeatResult,
@@ -56,7 +60,7 @@ class TooManyLanes(Exception):
 def train(
     program: Program, arrays: dict[str, np.ndarray], *, on_epoch: OnEpoch, verbose: int = 0, keep_model: bool = False
 ) -> list[RepeatResult]:
-    seeds = list(program.seeds)
+    seeds, configs = list(program.seeds), program.configs()
     X, y = jnp.asarray(arrays["X_train"]), jnp.asarray(arrays["y_train"])
     lanes = len(seeds)
     results: list[RepeatResult] = []
@@ -64,7 +68,9 @@ def train(
         start = len(results)
         group = seeds[start : start + lanes]
         try:
-            results += _train_lanes(program, group, start, X, y, arrays, on_epoch, keep_model)
+            results += _train_lanes(
+                program, group, configs[start : start + lanes], start, X, y, arrays, on_epoch, keep_model
+            )
         except TooManyLanes as exc:
             if len(group) == 1:
                 raise
@@ -72,10 +78,10 @@ def train(
     return results
 
 
-def _lane(program: Program, seed: int, n: int, x0: np.ndarray, y0: np.ndarray):
-    """One repeat's model, built exactly as the fit engine builds it for `seed`, with its optimizer
-    and metric variables built as `fit` builds them; and its shuffling stream, advanced as `fit`'s."""
-    config = program.config
+def _lane(program: Program, config, seed: int, n: int, x0: np.ndarray, y0: np.ndarray):
+    """One repeat's model, built exactly as the fit engine builds it for `seed` and its configuration,
+    with its optimizer and metric variables built as `fit` builds them; and its shuffling stream,
+    advanced as `fit`'s."""
     set_seed(seed)
     model = models.build(program.dataset, program.arch, config.units, config.dropout, **program.shape)
     model._symbolic_build(data_batch=(x0, y0))  # what fit() does first (Keras's own, private, step)
@@ -95,29 +101,39 @@ def _stack(trees: list):
 
 
 def _train_lanes(
-    program: Program, seeds: list[int], offset: int, X, y, arrays, on_epoch: OnEpoch, keep_model: bool
+    program: Program, seeds: list[int], configs: list, offset: int, X, y, arrays, on_epoch: OnEpoch, keep_model: bool
 ) -> list[RepeatResult]:
-    config = program.config
+    config = configs[0]  # the lanes differ at most in their dropout rate
     n, batch = len(arrays["X_train"]), config.batch_size
-    built = [_lane(program, seed, n, arrays["X_train"][:batch], arrays["y_train"][:batch]) for seed in seeds]
-    model = built[0][0]
+    x0, y0 = arrays["X_train"][:batch], arrays["y_train"][:batch]
+    built = [_lane(program, c, seed, n, x0, y0) for c, seed in zip(configs, seeds, strict=True)]
+    with lane_rates([m for m, _, _ in built]) as rates:
+        return _train_built(program, seeds, configs, offset, built, rates, X, y, arrays, on_epoch, keep_model)
+
+
+def _train_built(program, seeds, configs, offset, built, rates, X, y, arrays, on_epoch, keep_model):
+    config = configs[0]
+    n, batch = len(arrays["X_train"]), config.batch_size
+    model = built[0][0]  # traced for every lane: its rates that differ between lanes are LaneRates
     state = _stack([s for _, s, _ in built])
     fresh_metrics = jax.tree.map(jnp.zeros_like, state[3])
     streams = [stream for _, _, stream in built]
+    lane_index = jnp.arange(len(seeds), dtype=jnp.int32)
 
-    def step(lane_state, index, X, y):
-        return model.train_step(lane_state, (X[index], y[index]))
+    def step(lane_state, lane, index, X, y):
+        with tracing(rates, lane):
+            return model.train_step(lane_state, (X[index], y[index]))
 
     started = time.perf_counter()  # compiling counts as training, as it does inside fit()
-    jitted = jax.jit(jax.vmap(step, in_axes=(0, 0, None, None)), donate_argnums=0)
+    jitted = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None, None)), donate_argnums=0)
     full = jnp.zeros((len(seeds), batch), dtype=jnp.int32)
-    compiled = jitted.lower(state, full, X, y).compile()
+    compiled = jitted.lower(state, lane_index, full, X, y).compile()
     fitting = lanes_that_fit(compiled, len(seeds), X.nbytes + y.nbytes)
     if fitting < len(seeds):
         raise TooManyLanes(f"{len(seeds)} lanes need more than the free device memory", fitting)
 
     raw = [{k: [] for k in EPOCH_METRICS} for _ in seeds]
-    infer = forward(model)
+    infer = forward(model, rates)
     n_classes = program.shape.get("n_classes", 2)
     failed: set[int] = set()
     for epoch in range(1, config.epochs + 1):
@@ -127,7 +143,7 @@ def _train_lanes(
             index = order[:, start : start + batch]
             run = compiled if index.shape[1] == batch else jitted
             try:
-                logs, state = run(state, index, X, y)
+                logs, state = run(state, lane_index, index, X, y)
             except jax.errors.JaxRuntimeError as exc:
                 if epoch == 1 and start == 0 and "RESOURCE_EXHAUSTED" in str(exc):
                     raise TooManyLanes(str(exc), len(seeds) // 2) from None
@@ -151,10 +167,12 @@ def _train_lanes(
     seconds = (time.perf_counter() - started) / len(seeds)  # each repeat's share of the program
 
     probs = predict(infer, state, arrays["X_test"], max(256, batch))
+    dropouts = tuple(c.dropout for c in configs)
+    dropouts = dropouts if len(set(dropouts)) > 1 else ()
     results = []
     for lane, seed in enumerate(seeds):
         history, failure = finite_history(raw[lane])
-        result = RepeatResult(seed, history, seconds, failure=failure, lanes=tuple(seeds))
+        result = RepeatResult(seed, history, seconds, failure=failure, lanes=tuple(seeds), lane_dropouts=dropouts)
         if failure is None and not np.all(np.isfinite(probs[lane])):
             result.failure = "predictions on the test set are not finite"
         if result.failure is None:
@@ -168,16 +186,130 @@ def _train_lanes(
     return results
 
 
-def forward(model):
-    """Every lane's model in inference mode, compiled once: (trainable, non-trainable, x) -> probabilities."""
-    return jax.jit(
-        jax.vmap(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0], in_axes=(0, 0, None))
-    )
+RATE_ATTRIBUTES = ("rate", "dropout", "recurrent_dropout")  # Dropout's; LSTMCell's and ConvLSTMCell's
+
+
+class LaneRate:
+    """A dropout rate that differs between the lanes of one program. Keras's layers read a rate in two
+    ways: in Python, to decide whether to drop out at all (`rate > 0`, `0.0 < rate < 1.0`, `if rate`),
+    which every lane answers alike (each rate is in (0, 1)) and so this answers; and in arithmetic
+    (`keep = 1.0 - rate`, then a Bernoulli mask of `keep` and `x / keep`), which gives the traced lane's
+    own value, computed in Python floats per lane exactly as a constant rate is. So each lane drops out
+    as `fit` does at its own rate, and the lanes are still one compiled program."""
+
+    def __init__(self, rates: list[float]):
+        self.rates = tuple(float(r) for r in rates)
+        self.lane = None  # the lane index being traced (set by the step)
+
+    def _alike(self, op, other):
+        answers = {op(rate, other) for rate in self.rates}
+        if len(answers) > 1:
+            raise TypeError(f"the lanes' dropout rates {self.rates} answer a Python test of the rate differently")
+        return answers.pop()
+
+    def _per_lane(self, values: list[float]):
+        if self.lane is None:
+            raise TypeError("a lane's dropout rate is used outside the training step")
+        return jnp.asarray(values, dtype=jnp.float32)[self.lane]
+
+    def __gt__(self, other):
+        return self._alike(operator.gt, other)
+
+    def __ge__(self, other):
+        return self._alike(operator.ge, other)
+
+    def __lt__(self, other):
+        return self._alike(operator.lt, other)
+
+    def __le__(self, other):
+        return self._alike(operator.le, other)
+
+    def __eq__(self, other):
+        return self._alike(operator.eq, other)
+
+    def __ne__(self, other):
+        return self._alike(operator.ne, other)
+
+    __hash__ = None
+
+    def __bool__(self):
+        return self._alike(lambda rate, _: bool(rate), None)
+
+    def __rsub__(self, other):
+        return self._per_lane([other - rate for rate in self.rates])
+
+    def __sub__(self, other):
+        return self._per_lane([rate - other for rate in self.rates])
+
+    def __mul__(self, other):
+        return self._per_lane([rate * other for rate in self.rates])
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return self._per_lane([rate / other for rate in self.rates])
+
+    def __rtruediv__(self, other):
+        return self._per_lane([other / rate for rate in self.rates])
+
+    def __repr__(self):
+        return f"LaneRate{self.rates}"
+
+
+@contextlib.contextmanager
+def lane_rates(lane_models: list):
+    """On the first lane's model (the one the step traces), a LaneRate for every dropout rate that
+    differs between the lanes' models (found by comparing them, layer by layer); put back after."""
+    installed = []
+    for layers in zip(*(m._flatten_layers(include_self=False) for m in lane_models), strict=True):
+        for name in RATE_ATTRIBUTES:
+            values = [vars(layer).get(name) for layer in layers]
+            if not isinstance(values[0], int | float) or len(set(values)) == 1:
+                continue
+            if not all(0 < v < 1 for v in values):
+                raise EngineUnavailable(
+                    f"the fused engine trains lanes with different dropout rates only within (0, 1); "
+                    f"{layers[0].name}.{name} is {values} across the lanes"
+                )
+            rate = LaneRate(values)
+            installed.append((layers[0], name, values[0], rate))
+            setattr(layers[0], name, rate)
+    try:
+        yield [rate for *_, rate in installed]
+    finally:
+        for layer, name, value, _ in installed:
+            setattr(layer, name, value)
+
+
+@contextlib.contextmanager
+def tracing(rates: list[LaneRate], lane):
+    """While one lane's computation is traced, its LaneRates give that lane's values."""
+    for rate in rates:
+        rate.lane = lane
+    try:
+        yield
+    finally:
+        for rate in rates:
+            rate.lane = None
+
+
+def forward(model, rates: list[LaneRate]):
+    """Every lane's model in inference mode, compiled once: (trainable, non-trainable, lane, x) ->
+    probabilities. (Keras's RNN layers draw their dropout masks even then, unused: the rates are read.)"""
+
+    def infer(trainable, non_trainable, lane, x):
+        with tracing(rates, lane):
+            return model.stateless_call(trainable, non_trainable, x, training=False)[0]
+
+    return jax.jit(jax.vmap(infer, in_axes=(0, 0, 0, None)))
 
 
 def predict(forward, state, X: np.ndarray, batch: int) -> np.ndarray:
     """Every lane's predicted probabilities on `X`, (lanes, N, outputs), in batches."""
-    parts = [np.asarray(forward(state[0], state[1], jnp.asarray(X[i : i + batch]))) for i in range(0, len(X), batch)]
+    lanes = jnp.arange(len(state[0][0]), dtype=jnp.int32)
+    parts = [
+        np.asarray(forward(state[0], state[1], lanes, jnp.asarray(X[i : i + batch]))) for i in range(0, len(X), batch)
+    ]
     return np.concatenate(parts, axis=1)
 
 

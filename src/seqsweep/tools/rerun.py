@@ -4,9 +4,10 @@
 
 Run from the repository root (it reads params.yaml for the tracking URI, unless MLFLOW_TRACKING_URI
 is set). The run's params give the configuration and seed; its tags give the engine, the Keras
-backend and the lanes (the seeds trained in the same compiled program), so the program is rebuilt
-as it ran. The prepared data must be what trained it (its digest is checked). Exit status 0 when
-the accuracy is reproduced exactly, 1 when it differs or the rerun cannot be made."""
+backend and the lanes (the seeds trained in the same compiled program, and their dropout rates where
+they differed), so the program is rebuilt as it ran. The prepared data must be what trained it (its
+digest is checked). Exit status 0 when the accuracy is reproduced exactly, 1 when it differs or the
+rerun cannot be made."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def rerun(run_id: str, prepared_dir: Path | None = None) -> tuple[float | None, 
         raise SeqsweepError(f"run {run_id} is not a repeat (seqsweep_kind = {tags.get(record.KIND_TAG)!r})")
     dataset, arch, seed = p["dataset"], p["arch"], int(p["seed"])
     lanes = tuple(int(s) for s in tags.get(record.LANES_TAG, str(seed)).split(","))
+    rates = tags.get(record.LANE_DROPOUTS_TAG)  # only where the lanes' rates differed
+    dropouts = tuple(float(d) for d in rates.split(",")) if rates else ()
     # the runtime the repeat recorded (engine, backend, deterministic flags), before Keras is imported
     Runtime.recorded(tags, platform="cpu").apply()
 
@@ -45,7 +48,8 @@ def rerun(run_id: str, prepared_dir: Path | None = None) -> tuple[float | None, 
     if keras.backend.backend() != backend:
         raise SeqsweepError(f"the run trained on Keras backend {backend}; this process runs {keras.backend.backend()}")
     config = grid.Config(int(p["units"]), int(p["batch_size"]), float(p["dropout"]), int(p["epochs"]))
-    program = engines.Program(dataset, arch, config, lanes, engines.shape_kwargs(dataset, meta, arrays["X_train"]))
+    shape = engines.shape_kwargs(dataset, meta, arrays["X_train"])
+    program = engines.Program(dataset, arch, config, lanes, shape, dropouts)
     result = engines.train(tags.get("engine", "fit"), program, arrays)[lanes.index(seed)]
     return run.data.metrics.get("test_accuracy"), result.test_accuracy
 
