@@ -153,7 +153,7 @@ def wait_for(condition, what: str, timeout: float = 300, proc: subprocess.Popen 
             return value
         if proc is not None and proc.poll() is not None:
             pytest.fail(f"the stage ended before {what}: {proc.stderr.read()[-3000:]}")
-        time.sleep(0.25)
+        time.sleep(1.0)  # each poll is two requests to the server, which has a stage to serve too
     pytest.fail(f"timed out waiting for {what}")
 
 

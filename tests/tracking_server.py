@@ -532,6 +532,7 @@ default_permission = {default_permission}
 database_uri = {database_uri}
 admin_username = {admin_username}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 60
 """
 
 
