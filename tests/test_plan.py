@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from seqsweep import calibration, cell, plan
+from seqsweep import calibration, cell, engines, plan
 from seqsweep.errors import ParamsError, SeqsweepError
 from seqsweep.grid import Config
 from seqsweep.params import load_params
@@ -57,6 +57,12 @@ def test_fit_trains_one_program_per_repeat_and_fused_one_per_dropout_family_spli
     assert cell.groups("fused", [a, b], [ten, ten], 2) == [both[:10], both[10:]], "split: one per worker"
     assert cell.groups("fused", [a, c], [ten, ten], 2) == [both[:10], [(1, r) for r in ten]]
     assert cell.groups("fused", [a, c], [[], [0, 1, 2]], 2) == [[(1, 0), (1, 1)], [(1, 2)]]  # MLflow holds a
+    # on a CPU a program holds at most 10 lanes (engines.max_lanes), in equal programs
+    assert engines.max_lanes("cpu") == 10 and engines.max_lanes("gpu") is None
+    assert cell.groups("fused", [a, b], [ten, ten], 1, max_lanes=10) == [both[:10], both[10:]]
+    assert cell.groups("fused", [a, b], [[0, 1], [0, 1]], 1, max_lanes=10) == [[(0, 0), (0, 1), (1, 0), (1, 1)]]
+    seven = [(0, r) for r in range(7)] + [(1, r) for r in range(7)]
+    assert cell.groups("fused", [a, b], [list(range(7))] * 2, 1, max_lanes=10) == [seven[:7], seven[7:]]
     # a rate of 0 (or 1) builds a model without (or with nothing but) dropout: never a lane beside others
     assert cell.groups("fused", [a, Config(10, 64, 0.0, 3)], [[0], [0]], 1) == [[(0, 0)], [(1, 0)]]
 

@@ -112,13 +112,16 @@ def family(config: grid.Config) -> tuple:
     return (config.units, config.batch_size, config.epochs, None if 0 < config.dropout < 1 else config.dropout)
 
 
-def groups(engine: str, configs: list[grid.Config], pendings: list[list[int]], workers: int) -> list[list[tuple]]:
+def groups(
+    engine: str, configs: list[grid.Config], pendings: list[list[int]], workers: int, max_lanes: int | None = None
+) -> list[list[tuple]]:
     """How the configurations' pending repeats (`pendings`, one list per configuration) are split into
     cells, each a list of (configuration index, repeat): one per repeat for the fit engine (repeats
     are independent programs, so workers can share them out); for the fused engine one compiled
     program of all the repeats of configurations that differ only in dropout (the dropout axis fused),
-    or as many programs as it takes for every worker to have one when there are fewer such families
-    than workers (a program also splits itself if its lanes do not fit in device memory)."""
+    split into equal programs of at most `max_lanes` (engines.max_lanes: on a CPU a configuration's
+    10 repeats), and into as many as it takes for every worker to have one when there are fewer such
+    families than workers (a program also splits itself if its lanes do not fit in device memory)."""
     if engine == "fit":
         return [[(c, r)] for c, pending in enumerate(pendings) for r in pending]
     families: dict[tuple, list[tuple]] = {}
@@ -128,8 +131,10 @@ def groups(engine: str, configs: list[grid.Config], pendings: list[list[int]], w
     parts = -(-workers // max(1, len(members)))
     out = []
     for family_members in members:
-        size = max(1, -(-len(family_members) // min(parts, len(family_members))))
-        out += [family_members[i : i + size] for i in range(0, len(family_members), size)]
+        n = len(family_members)
+        programs = min(n, max(parts, -(-n // max_lanes) if max_lanes else 1))
+        size = -(-n // programs)
+        out += [family_members[i : i + size] for i in range(0, n, size)]
     return out
 
 

@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from seqsweep import calibration, cell, grid, prepared, record, runtime, tracking, workers
+from seqsweep import calibration, cell, engines, grid, prepared, record, runtime, tracking, workers
 from seqsweep.checksum import digest
 from seqsweep.errors import exit_on_error
 from seqsweep.params import load_params
@@ -240,10 +240,11 @@ def plan_stage(
     cores = len(os.sched_getaffinity(0))
     threads = 1 if workers.on_ray() else (None if n_workers == 1 else max(1, cores // n_workers))
     group = calibration.Group(stage_runtime, threads)
+    max_lanes = engines.max_lanes(stage_runtime.platform)
     programs = [
         (config, calibration.Shape(dataset, arch, config.units, config.batch_size, len(part), data.n_train,
                                    data.n_test, data.n_val, data.example, tuple(sorted(data.builder.items()))))
-        for part in cell.groups(stage_runtime.engine, configs, pendings, n_workers)
+        for part in cell.groups(stage_runtime.engine, configs, pendings, n_workers, max_lanes)
         for config in [configs[part[0][0]]]  # the lanes share all but their dropout rates
     ]  # fmt: skip
     shapes = list(dict.fromkeys(shape for _, shape in programs))

@@ -172,7 +172,13 @@ def plan_cells(
         save_model=stage.params["train"]["save_model"],
         validation=stage.validation,
     )
-    split = cell.groups(stage.runtime.engine, [c.config for c in todo], [c.pending for c in todo], n_workers)
+    split = cell.groups(
+        stage.runtime.engine,
+        [c.config for c in todo],
+        [c.pending for c in todo],
+        n_workers,
+        engines.max_lanes(stage.runtime.platform),
+    )
     return [
         template(
             configs=tuple(todo[c].config for c, _ in members),

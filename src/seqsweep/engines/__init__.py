@@ -38,6 +38,18 @@ EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # per epoch; v
 # IMDB's lstm and cnn_lstm, and lstm_dropout (fused 4% slower at units 200) stay on fit with `auto`.
 FUSED_ON_CPU = frozenset({"har:lstm", "har:cnn_lstm", "har:stacked_lstm", "imdb:lstm_recurrent_dropout"})
 
+# The most lanes one fused program holds on a CPU: a (units, batch size)'s 2 dropout rates x 10 repeats
+# trained 5-7% slower per repeat-epoch as one program of 20 lanes than as two of 10, one core each
+# (bench/bench_dropout_axis.py, BENCHMARKS.md): more than the compilation one program saves at full
+# size. On an accelerator lanes are nearly free (not measured yet): no limit but the device's memory.
+CPU_MAX_LANES = 10
+
+
+def max_lanes(platform: str) -> int | None:
+    """The most lanes a fused program is given on `platform` (None: as many as its memory holds)."""
+    return CPU_MAX_LANES if platform == "cpu" else None
+
+
 # (index of the repeat in its program, epoch from 1, {"loss": ..., "accuracy": ...} and, with a
 # validation split, "val_loss" and "val_accuracy") after every epoch
 OnEpoch = Callable[[int, int, dict], None]
