@@ -24,6 +24,7 @@ the first step halves the lanes again. Each repeat records the seeds it was trai
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import operator
 import os
@@ -201,56 +202,32 @@ class LaneRate:
         self.rates = tuple(float(r) for r in rates)
         self.lane = None  # the lane index being traced (set by the step)
 
-    def _alike(self, op, other):
+    def _alike(self, op, other=None):
         answers = {op(rate, other) for rate in self.rates}
         if len(answers) > 1:
             raise TypeError(f"the lanes' dropout rates {self.rates} answer a Python test of the rate differently")
         return answers.pop()
 
-    def _per_lane(self, values: list[float]):
+    def _per_lane(self, op, other, reflected=False):
         if self.lane is None:
             raise TypeError("a lane's dropout rate is used outside the training step")
+        values = [op(other, rate) if reflected else op(rate, other) for rate in self.rates]
         return jnp.asarray(values, dtype=jnp.float32)[self.lane]
 
-    def __gt__(self, other):
-        return self._alike(operator.gt, other)
-
-    def __ge__(self, other):
-        return self._alike(operator.ge, other)
-
-    def __lt__(self, other):
-        return self._alike(operator.lt, other)
-
-    def __le__(self, other):
-        return self._alike(operator.le, other)
-
-    def __eq__(self, other):
-        return self._alike(operator.eq, other)
-
-    def __ne__(self, other):
-        return self._alike(operator.ne, other)
-
+    __gt__ = functools.partialmethod(_alike, operator.gt)
+    __ge__ = functools.partialmethod(_alike, operator.ge)
+    __lt__ = functools.partialmethod(_alike, operator.lt)
+    __le__ = functools.partialmethod(_alike, operator.le)
+    __eq__ = functools.partialmethod(_alike, operator.eq)
+    __ne__ = functools.partialmethod(_alike, operator.ne)
+    __bool__ = functools.partialmethod(_alike, lambda rate, _: bool(rate))
     __hash__ = None
 
-    def __bool__(self):
-        return self._alike(lambda rate, _: bool(rate), None)
-
-    def __rsub__(self, other):
-        return self._per_lane([other - rate for rate in self.rates])
-
-    def __sub__(self, other):
-        return self._per_lane([rate - other for rate in self.rates])
-
-    def __mul__(self, other):
-        return self._per_lane([rate * other for rate in self.rates])
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, other):
-        return self._per_lane([rate / other for rate in self.rates])
-
-    def __rtruediv__(self, other):
-        return self._per_lane([other / rate for rate in self.rates])
+    __sub__ = functools.partialmethod(_per_lane, operator.sub)
+    __rsub__ = functools.partialmethod(_per_lane, operator.sub, reflected=True)
+    __mul__ = __rmul__ = functools.partialmethod(_per_lane, operator.mul)
+    __truediv__ = functools.partialmethod(_per_lane, operator.truediv)
+    __rtruediv__ = functools.partialmethod(_per_lane, operator.truediv, reflected=True)
 
     def __repr__(self):
         return f"LaneRate{self.rates}"
