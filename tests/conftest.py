@@ -94,6 +94,16 @@ def _quiet_tensorflow():
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _users_cache_of_this_session(tmp_path_factory):
+    """The user's cache folder ($XDG_CACHE_HOME: plan calibrations, JAX's compiled programs), one for the
+    session, shared by both test processes as by a user's stages, and not the home folder's."""
+    base = tmp_path_factory.getbasetemp()
+    os.environ["XDG_CACHE_HOME"] = str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cache")
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _environment_restored():
     """A stage run in this process sets its runtime (KERAS_BACKEND, XLA_FLAGS...) in os.environ, as it

@@ -3,6 +3,7 @@ handed as one environment to every place a cell trains; and of the run record th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from importlib import metadata
 from types import SimpleNamespace
 
 import pytest
+from params_file import TINY_GRID, write_params
+from train_fixtures import write_prepared_har
 
 from seqsweep import engines, record, tracking
 from seqsweep.runtime import Runtime
@@ -30,6 +33,51 @@ def test_the_environment_follows_from_the_runtime_alone_whatever_the_process_alr
     loose = Runtime("fit", "tensorflow", "gpu", deterministic=False).env(gpu_memory_fraction=0.45)
     assert "TF_DETERMINISTIC_OPS" not in loose and DET not in loose["XLA_FLAGS"]
     assert loose["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.45" and "OMP_NUM_THREADS" not in loose
+
+
+def test_every_process_that_trains_shares_jaxs_compiled_programs_in_the_users_cache_or_the_users_own(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env = Runtime("fused", "jax", "cpu", deterministic=True).env(threads=1)
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "seqsweep" / "jax")
+    assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0", "Keras's small programs too"
+    on_ray = Runtime("fused", "jax", "cpu", deterministic=True).env(threads=1, on_ray_node=True)
+    assert on_ray["JAX_COMPILATION_CACHE_DIR"] == "${HOME}/.cache/seqsweep/jax", "each node's own, as Ray expands it"
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/shared/jax")
+    users = Runtime.recorded({"engine": "fused", "backend": "jax"}, platform="cpu")
+    assert users.env()["JAX_COMPILATION_CACHE_DIR"] == users.env(on_ray_node=True)["JAX_COMPILATION_CACHE_DIR"]
+    assert users.env()["JAX_COMPILATION_CACHE_DIR"] == "/shared/jax"
+
+
+@pytest.mark.slow
+def test_a_second_stage_loads_what_the_first_compiled_and_trains_the_same_numbers(tmp_path):
+    """JAX's persistent compilation cache, as the default stage (auto: fused for har lstm) uses it: the
+    second stage of the same program, in a fresh workspace and store, compiles nothing new."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "JAX_", "KERAS_", "XLA_"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env |= {"JAX_LOG_COMPILES": "1", "JAX_EXPLAIN_CACHE_MISSES": "1"}  # JAX says, per program: cache hit or miss
+    misses, hits, trained = {}, {}, {}
+    for name in ("first", "second"):
+        ws = tmp_path / name
+        ws.mkdir()
+        write_prepared_har(ws)
+        write_params(ws, TINY_GRID)
+        args = ["har", "lstm", "data/prepared/har", "runs/har-lstm.json"]
+        done = subprocess.run(
+            [sys.executable, "-m", "seqsweep.train", *args], cwd=ws, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        misses[name] = done.stderr.count("PERSISTENT COMPILATION CACHE MISS")
+        hits[name] = done.stderr.count("Persistent compilation cache hit")
+        (config,) = json.loads((ws / "runs/har-lstm.json").read_text())["configs"].values()
+        trained[name] = [(r["seed"], r["test_accuracy"], r["history"]["loss"]) for r in config["repeats"]]
+        assert not any(r["reused"] for r in config["repeats"])
+    assert misses["first"] > 0 and any(
+        p.name.startswith("jit_step") for p in (tmp_path / "cache/seqsweep/jax").iterdir()
+    )
+    assert (misses["second"], hits["second"]) == (0, misses["first"] + hits["first"]), "loaded, none compiled"
+    assert trained["second"] == trained["first"]
 
 
 def test_the_reuse_key_names_the_libraries_that_decide_results_for_the_backend_that_trains():

@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from seqsweep import atomic
+from seqsweep import atomic, paths
 from seqsweep.errors import SeqsweepError
 from seqsweep.runtime import Runtime
 
@@ -129,8 +129,7 @@ def machine() -> str:
 
 
 def cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "seqsweep" / "calibration.json"
+    return paths.user_cache() / "calibration.json"
 
 
 class Cache:

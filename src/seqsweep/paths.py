@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DATASETS = ("har", "imdb")
@@ -16,3 +17,9 @@ PLOT_TEMPLATES_DIR = Path(".dvc/plots")  # the Vega-Lite templates dvc.yaml's pl
 def run_file(runs_dir: Path, dataset: str, arch: str) -> Path:
     """The results of one training stage (train-<dataset>@<arch>)."""
     return Path(runs_dir) / f"{dataset}-{arch}.json"
+
+
+def user_cache() -> Path:
+    """seqsweep's folder in the user's cache ($XDG_CACHE_HOME, default ~/.cache): what this machine has
+    measured or compiled, never results."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seqsweep"

@@ -4,7 +4,8 @@ handed explicitly to every place a cell trains.
 A `Runtime` holds the engine (fit or fused), the Keras backend it runs on, the platform and device the
 cells train on, and whether kernels are deterministic. `Runtime.env(...)` is the one environment that
 makes a process train that way (Keras's backend, TensorFlow's and XLA's deterministic flags, quiet
-logs and, for a worker, its share of the machine: threads or device memory). It is computed from the
+logs, JAX's persistent compilation cache and, for a worker, its share of the machine: threads or
+device memory). It is computed from the
 runtime's fields and the user's own XLA_FLAGS captured once, never from whatever the environment holds
 at that moment, so applying it twice or in another order gives the same process.
 
@@ -26,11 +27,23 @@ import sys
 from dataclasses import dataclass, replace
 from importlib import metadata
 
-from seqsweep import stopping
+from seqsweep import paths, stopping
 
 DETERMINISTIC_XLA = "--xla_gpu_deterministic_ops=true"
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false"  # XLA's own flag; one Eigen thread for CPU ops
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+# JAX's persistent compilation cache: every program JAX compiles is written to a folder and loaded, not
+# compiled, by any later process that compiles the same program with the same flags and versions (JAX
+# keys it on all of them; a loaded program is the compiled one, so results do not change). The plan's
+# calibration compiles what the stage then loads; so do a rerun after a crash, a grown grid, each pool
+# worker and Ray task. Every compilation is kept, not only those over a second (JAX's default): a stage
+# compiles some forty small programs (Keras's initialisers, a few tenths of a second each) besides its
+# training program. JAX_COMPILATION_CACHE_DIR, if the user set it, is the folder; otherwise seqsweep's
+# in the user's cache (paths.user_cache), on a Ray node that node's own (Ray expands ${HOME} there).
+# JAX_ENABLE_COMPILATION_CACHE=false turns it off.
+COMPILATION_CACHE_BYTES = 4 * 1024**3  # beyond this, JAX evicts the least recently used programs
+RAY_NODE_COMPILATION_CACHE = "${HOME}/.cache/seqsweep/jax"
 
 
 @dataclass(frozen=True)
@@ -44,11 +57,19 @@ class Runtime:
     device: str = ""  # the device kind, e.g. `cpu` or `gpu:NVIDIA H200`, when known to the stage
     reason: str = ""  # why this engine (printed when it was not asked for)
     user_xla_flags: str = ""  # XLA_FLAGS as the user set them, kept in front of ours
+    user_compilation_cache: str = ""  # JAX_COMPILATION_CACHE_DIR as the user set it
 
-    def env(self, *, threads: int | None = None, gpu_memory_fraction: float | None = None) -> dict[str, str]:
+    def env(
+        self, *, threads: int | None = None, gpu_memory_fraction: float | None = None, on_ray_node: bool = False
+    ) -> dict[str, str]:
         """The environment of a process that trains with this runtime; `threads` (a CPU worker's
-        cores) or `gpu_memory_fraction` (a worker's share of one GPU) for a worker."""
+        cores) or `gpu_memory_fraction` (a worker's share of one GPU) for a worker; `on_ray_node` for
+        a Ray task, which may run on another machine."""
         env = {"KERAS_BACKEND": self.backend, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        ours = RAY_NODE_COMPILATION_CACHE if on_ray_node else str(paths.user_cache() / "jax")
+        env["JAX_COMPILATION_CACHE_DIR"] = self.user_compilation_cache or ours
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        env["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(COMPILATION_CACHE_BYTES)
         xla = self.user_xla_flags.split()
         if self.deterministic:
             env["TF_DETERMINISTIC_OPS"] = "1"
@@ -93,6 +114,7 @@ class Runtime:
             deterministic=tags.get("deterministic", "true") == "true",
             reason="as recorded",
             user_xla_flags=_user_xla_flags(),
+            user_compilation_cache=os.environ.get("JAX_COMPILATION_CACHE_DIR", ""),
         )
 
 
@@ -114,12 +136,17 @@ def _user_xla_flags() -> str:
 def decide(requested: str, deterministic: bool, models: list[str], on_ray: bool) -> dict[str, Runtime]:
     """The runtime of each of `models` ('har:lstm', ...), decided from the same facts and applied to no
     one: train.engine resolved (see engines.choose) on the platform the cells will train on (this
-    machine's JAX, or the Ray cluster's GPUs). The deterministic flags are set in this process first,
-    because asking JAX for the platform starts it and XLA reads its flags once."""
+    machine's JAX, or the Ray cluster's GPUs). The deterministic flags and the compilation cache are set
+    in this process first, because asking JAX for the platform starts it and XLA reads its flags once."""
     from seqsweep import engines
 
     flags_only = Runtime(
-        "", os.environ.get("KERAS_BACKEND") or "tensorflow", "", deterministic, user_xla_flags=_user_xla_flags()
+        "",
+        os.environ.get("KERAS_BACKEND") or "tensorflow",
+        "",
+        deterministic,
+        user_xla_flags=_user_xla_flags(),
+        user_compilation_cache=os.environ.get("JAX_COMPILATION_CACHE_DIR", ""),
     )
     pending = flags_only.env()
     pending.pop("KERAS_BACKEND")

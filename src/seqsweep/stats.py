@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
 
 METHOD = (
     "Welch's two-sided t-test of each configuration against the best (highest mean) of its dataset, "
@@ -57,6 +56,8 @@ RESAMPLES = 9999  # bootstrap resamples; seeded, so the same repeats always give
 def _bootstrap(samples: tuple, statistic) -> tuple[float, float]:
     """A BCa bootstrap interval (scipy.stats.bootstrap), seeded; the percentile interval where BCa is
     undefined (e.g. a degenerate jackknife)."""
+    from scipy import stats as sps  # here, not at the top: a training stage summarises with numpy alone
+
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():  # BCa warns, then returns NaN, on degenerate samples: handled below
             warnings.simplefilter("ignore")
@@ -135,6 +136,8 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
         raise ValueError(f"Welch's t-test needs at least 2 values per sample, got {a.size} and {b.size}")
     if a.var(ddof=1) == 0 and b.var(ddof=1) == 0:
         return 1.0 if a.mean() == b.mean() else 0.0
+    from scipy import stats as sps
+
     with warnings.catch_warnings():  # identical values in one sample are exact here, not a precision loss
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(sps.ttest_ind(a, b, equal_var=False).pvalue)

@@ -205,7 +205,7 @@ def _on_ray(cells: list[Cell], arrays: dict[str, np.ndarray], runtime: Runtime):
         num_gpus=gpus,
         max_retries=RAY_RETRIES,
         retry_exceptions=False,
-        runtime_env={"env_vars": runtime.env(threads=1)},
+        runtime_env={"env_vars": runtime.env(threads=1, on_ray_node=True)},
     )
     pending = {task.remote(cell, arrays_ref): cell for cell in cells}
     try:
