@@ -204,7 +204,9 @@ def test_auto_is_fused_on_a_gpu_and_on_a_cpu_where_measured_faster_and_falls_bac
     assert engines.choose("auto", model="har:convlstm").engine == "fused"
     monkeypatch.setattr(engines, "_jax_platform", lambda: "cpu")
     assert engines.choose("auto", model="har:lstm").engine == "fused"
+    assert engines.choose("auto", model="imdb:lstm").engine == "fused"  # at the full data shapes, 2 workers
     assert engines.choose("auto", model="har:convlstm").engine == "fit"
+    assert engines.choose("auto", model="har:cnn1d").engine == "fit"
     assert engines.choose("auto", model="har:toy").engine == "fit"  # not measured: the tutorials' way
     assert engines.choose("auto", "gpu", "har:convlstm").engine == "fused"  # a Ray cluster with GPUs
     monkeypatch.setattr(engines, "_jax_platform", lambda: None)

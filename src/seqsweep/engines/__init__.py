@@ -32,11 +32,22 @@ ENGINES = ("fit", "fused")
 EPSILON = 1e-7  # Keras's clipping for cross-entropy on probabilities
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")  # per epoch; val_ only with a validation split
 
-# Where the fused engine trained a repeat at least as fast as the fit engine on a CPU at every size
-# measured (one core each, units 10/100/200; bench/bench_engines.py, BENCHMARKS.md): the recurrent
-# models whose many small steps XLA compiles into one loop. The convolutional ones (convlstm, cnn1d),
-# IMDB's lstm and cnn_lstm, and lstm_dropout (fused 4% slower at units 200) stay on fit with `auto`.
-FUSED_ON_CPU = frozenset({"har:lstm", "har:cnn_lstm", "har:stacked_lstm", "imdb:lstm_recurrent_dropout"})
+# Where the fused engine trains more repeats per hour than the fit engine on a CPU, at the full data
+# shapes with the workers `auto` gives each (fused: one per core; fit: one of all cores), side by side
+# (bench/bench_auto_vs_fit.py -S train.engine=fused, BENCHMARKS.md): every recurrent model, whose many
+# small steps XLA compiles into one loop (1.5x to 3.5x). The convolutional HAR models stay on fit:
+# convlstm trains 8x slower fused, cnn1d 1.6x slower.
+FUSED_ON_CPU = frozenset(
+    {
+        "har:lstm",
+        "har:cnn_lstm",
+        "har:stacked_lstm",
+        "imdb:lstm",
+        "imdb:lstm_dropout",
+        "imdb:lstm_recurrent_dropout",
+        "imdb:cnn_lstm",
+    }
+)
 
 # The most lanes one fused program holds on a CPU: a (units, batch size)'s 2 dropout rates x 10 repeats
 # trained 5-7% slower per repeat-epoch as one program of 20 lanes than as two of 10, one core each
