@@ -17,11 +17,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_auto_vs_fit import plan  # noqa: E402  (`python -m seqsweep.plan --json` in a scratch folder)
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = [
@@ -38,14 +40,9 @@ def calibrate(folder: Path, overrides: list[str], env: dict) -> tuple[dict, floa
     """The calibrations a plan made (shape label -> measure), and the plan's wall time."""
     calibrations = Path(env["XDG_CACHE_HOME"]) / "seqsweep" / "calibration.json"
     calibrations.unlink(missing_ok=True)
-    args = [sys.executable, "-m", "seqsweep.plan", "--json"]
-    for item in overrides:
-        args += ["-S", item]
     started = time.perf_counter()
-    proc = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True)
+    plan(folder, overrides, env)
     wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     shapes = json.loads(calibrations.read_text())["shapes"]
     out = {}
     for key, measure in shapes.items():

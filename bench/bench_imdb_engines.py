@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_auto_vs_fit import plan  # noqa: E402  (`python -m seqsweep.plan --json` in a scratch folder)
+
 REPO = Path(__file__).resolve().parents[1]
 N, MAXLEN, NUM_WORDS = 25_000, 500, 5_000
 WAYS = {"auto": {}, "tutorials": {"engine": "fit", "workers": 1}}
@@ -66,13 +69,8 @@ def main() -> None:
             for name in ("MLFLOW_TRACKING_URI", "JAX_COMPILATION_CACHE_DIR", "KERAS_BACKEND"):
                 env.pop(name, None)
             started = time.perf_counter()
-            planned = subprocess.run(
-                [sys.executable, "-m", "seqsweep.plan", "--json"], cwd=ws, env=env, capture_output=True, text=True
-            )
+            (stage,) = plan(ws, [], env)["stages"]
             plan_s = time.perf_counter() - started
-            if planned.returncode != 0:
-                sys.exit(f"plan failed:\n{planned.stderr[-3000:]}")
-            (stage,) = json.loads(planned.stdout)["stages"]
             shutil.rmtree(ws / "cache" / "seqsweep" / "jax", ignore_errors=True)  # the stage compiles, as unplanned
             started = time.perf_counter()
             trained = subprocess.run(

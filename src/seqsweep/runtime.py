@@ -5,9 +5,9 @@ A `Runtime` holds the engine (fit or fused), the Keras backend it runs on, the p
 cells train on, and whether kernels are deterministic. `Runtime.env(...)` is the one environment that
 makes a process train that way (Keras's backend, TensorFlow's and XLA's deterministic flags, quiet
 logs, JAX's persistent compilation cache and, for a worker, its share of the machine: threads or
-device memory). It is computed from the
-runtime's fields and the user's own XLA_FLAGS captured once, never from whatever the environment holds
-at that moment, so applying it twice or in another order gives the same process.
+device memory). It is computed from the runtime's fields and the user's own XLA_FLAGS and
+JAX_COMPILATION_CACHE_DIR captured once, never from whatever the environment holds at that moment,
+so applying it twice or in another order gives the same process.
 
 Who applies it:
 - the stage process: `resolve` (below), before Keras, TensorFlow or Ray is imported;
@@ -114,7 +114,7 @@ class Runtime:
             deterministic=tags.get("deterministic", "true") == "true",
             reason="as recorded",
             user_xla_flags=_user_xla_flags(),
-            user_compilation_cache=os.environ.get("JAX_COMPILATION_CACHE_DIR", ""),
+            user_compilation_cache=_user_compilation_cache(),
         )
 
 
@@ -126,6 +126,10 @@ def _version(distribution: str) -> str:
         except metadata.PackageNotFoundError:
             continue
     return "none"
+
+
+def _user_compilation_cache() -> str:
+    return os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
 
 
 def _user_xla_flags() -> str:
@@ -146,7 +150,7 @@ def decide(requested: str, deterministic: bool, models: list[str], on_ray: bool)
         "",
         deterministic,
         user_xla_flags=_user_xla_flags(),
-        user_compilation_cache=os.environ.get("JAX_COMPILATION_CACHE_DIR", ""),
+        user_compilation_cache=_user_compilation_cache(),
     )
     pending = flags_only.env()
     pending.pop("KERAS_BACKEND")
