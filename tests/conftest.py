@@ -88,6 +88,18 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store whose schema is created (MLflow's migrations, about 2 s of CPU), once per
+    test process; a test copies it to start where a user's second run starts. The end-to-end tests
+    (DVC, the demo) still create theirs, as a user's first run does."""
+    from seqsweep.tracking import Tracker
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    Tracker(f"sqlite:///{path}", path.parent)
+    return path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

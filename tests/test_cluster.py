@@ -202,11 +202,14 @@ def test_a_server_restart_is_ridden_out_and_one_down_past_the_retry_limit_stops_
     store.server.restart(down_seconds=3)
     wait_for(lambda: statuses(store, units).count("FINISHED") >= 2, "a repeat finished after the restart", proc=proc)
     store.server.stop()  # and now it stays down
+    stopped = time.monotonic()
     try:
         code, err = finish(proc, timeout=300)
+        gave_up = time.monotonic() - stopped
     finally:
         store.server.restart()
     assert code == 1
+    assert gave_up < 55, f"the stage gave up {gave_up:.0f} s after: one retry window (0+2+4+8+16 s), not two"
     assert err.strip().splitlines()[-1].startswith(f"error: MLflow store {store.url}: it stopped answering")
     finished_before = sum(one_finished_child_per_repeat(store.runs()).get((u, "0"), 0) for u in units)
     assert 2 <= finished_before < len(units)

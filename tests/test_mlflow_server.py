@@ -79,7 +79,7 @@ def search(server: Rest, experiment_id: str, filter_string: str = "") -> list[di
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, empty_mlflow_db):
     """A workspace trained on a tiny HAR grid (2 units x 2 repeats x 2 epochs) into sqlite:///mlflow.db,
     reported when the report stage exists; IMDB trains one tiny lstm so the report has both datasets."""
     from seqsweep import report, train
@@ -92,6 +92,7 @@ def trained(tmp_path_factory):
     try:
         write_prepared_har(ws)
         write_prepared_imdb(ws)
+        shutil.copy(empty_mlflow_db, ws / "mlflow.db")
         shutil.copy(REPO / "dvc.yaml", ws / "dvc.yaml")  # the report draws the plots dvc.yaml defines
         shutil.copytree(REPO / ".dvc" / "plots", ws / ".dvc" / "plots")
         write_params(

@@ -152,16 +152,6 @@ def run_report() -> None:
     report.main(["runs", "metrics"])
 
 
-@pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its schema created once (creating it costs seconds); tests copy it."""
-    from seqsweep.tracking import Tracker
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    Tracker(f"sqlite:///{path}", path.parent)
-    return path
-
-
 def _isolate(mp: pytest.MonkeyPatch, root: Path) -> None:
     for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
         mp.delenv(var, raising=False)

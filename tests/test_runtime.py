@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -51,7 +52,7 @@ def test_every_process_that_trains_shares_jaxs_compiled_programs_in_the_users_ca
 
 
 @pytest.mark.slow
-def test_a_second_stage_loads_what_the_first_compiled_and_trains_the_same_numbers(tmp_path):
+def test_a_second_stage_loads_what_the_first_compiled_and_trains_the_same_numbers(tmp_path, empty_mlflow_db):
     """JAX's persistent compilation cache, as the default stage (auto: fused for har lstm) uses it: the
     second stage of the same program, in a fresh workspace and store, compiles nothing new."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "JAX_", "KERAS_", "XLA_"))}
@@ -63,6 +64,7 @@ def test_a_second_stage_loads_what_the_first_compiled_and_trains_the_same_number
         ws.mkdir()
         write_prepared_har(ws)
         write_params(ws, TINY_GRID)
+        shutil.copy(empty_mlflow_db, ws / "mlflow.db")
         args = ["har", "lstm", "data/prepared/har", "runs/har-lstm.json"]
         done = subprocess.run(
             [sys.executable, "-m", "seqsweep.train", *args], cwd=ws, env=env, capture_output=True, text=True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -24,7 +25,7 @@ from seqsweep.params import validate
 
 
 @pytest.fixture
-def ws(tmp_path, monkeypatch):
+def bare_ws(tmp_path, monkeypatch):
     """A workspace with tiny prepared HAR and IMDB arrays, the current directory of the stage."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -33,6 +34,13 @@ def ws(tmp_path, monkeypatch):
     write_prepared_har(tmp_path)
     write_prepared_imdb(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def ws(bare_ws, empty_mlflow_db):
+    """The workspace with its MLflow store (sqlite:///mlflow.db) created, as after a first run."""
+    shutil.copy(empty_mlflow_db, bare_ws / "mlflow.db")
+    return bare_ws
 
 
 def stage_args(dataset: str, arch: str) -> list[str]:
@@ -211,7 +219,8 @@ def test_imdb_trains_and_logs_into_its_own_experiment(ws):
     assert len(children(runs(ws, "imdb"))) == 1 and runs(ws, "har") == []
 
 
-def test_an_unknown_architecture_names_archs_and_the_known_ones_before_any_work(ws, capsys):
+def test_an_unknown_architecture_names_archs_and_the_known_ones_before_any_work(bare_ws, capsys):
+    ws = bare_ws
     write_params(ws, TINY_GRID | {"archs.har": ["lstm", "transformer"]})
     with pytest.raises(SystemExit):
         run_stage("har", "transformer")
@@ -319,7 +328,8 @@ def test_resume_after_a_kill_reuses_finished_repeats_and_never_counts_the_killed
 
 
 @pytest.mark.slow
-def test_two_processes_logging_into_the_same_store_at_once_lose_nothing(ws, tmp_path):
+def test_two_processes_logging_into_the_same_store_at_once_lose_nothing(bare_ws, tmp_path):
+    ws = bare_ws  # no store yet: the two processes create it together
     write_params(ws, TINY_GRID | {"train.repeats": 3})
     other = tmp_path / "other"
     other.mkdir()
@@ -415,7 +425,8 @@ def test_the_stage_fails_when_a_configuration_has_no_finished_repeat(ws, monkeyp
         ("train.validation", 0.6),
     ],
 )
-def test_invalid_params_stop_the_stage_before_training_and_name_the_key(ws, capsys, key, value):
+def test_invalid_params_stop_the_stage_before_training_and_name_the_key(bare_ws, capsys, key, value):
+    ws = bare_ws
     write_params(ws, TINY_GRID | {key: value})
     with pytest.raises(SystemExit):
         run_stage("har", "lstm")

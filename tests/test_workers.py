@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,12 +54,15 @@ def run_arch(ws: Path, arch: str) -> str:
 
 
 @pytest.mark.slow
-def test_the_pool_trains_fused_and_fit_architectures_with_the_default_engine_exactly_as_one_worker_does(tmp_path):
+def test_the_pool_trains_fused_and_fit_architectures_with_the_default_engine_exactly_as_one_worker_does(
+    tmp_path, empty_mlflow_db
+):
     grid = TINY_GRID | {"model.units": [2, 3], "train.repeats": 2, "archs.har": ["lstm", "cnn1d"]}  # engine: auto
     alone, pool = tmp_path / "one-worker", tmp_path / "two-workers"
     for ws, n in ((alone, 1), (pool, 2)):
         ws.mkdir()
         write_prepared_har(ws)
+        shutil.copy(empty_mlflow_db, ws / "mlflow.db")
         write_params(ws, grid | {"train.workers": n})
     assert "of fused on 1 worker" in run_arch(alone, "lstm")
     assert "of fused on 2 workers" in run_arch(pool, "lstm")

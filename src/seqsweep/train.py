@@ -250,9 +250,11 @@ class EpochProgress:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=30)
-        self.bar.close()
+        # not joined: a read in flight when the store stopped answering would hold the stage's exit for
+        # the client's whole retry window (a minute with the default retries); the thread is a daemon
+        with self.bar.get_lock():
+            self.stopped.set()
+            self.bar.close()
 
     def cell_done(self, done: cell.Cell, rows: list[dict]) -> None:
         with self.bar.get_lock():
@@ -272,6 +274,8 @@ class EpochProgress:
             except Exception:
                 continue
             with self.bar.get_lock():
+                if self.stopped.is_set():  # the bar is closed
+                    return
                 self.in_flight = {r.info.run_id: int(r.data.tags.get(record.EPOCHS_TAG, 0)) for r in runs}
                 self._show()
 
