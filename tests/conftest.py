@@ -76,10 +76,14 @@ SLOWEST_FIRST = (
     "test_train.py",
     "test_engines.py",
     "test_workers.py",
+    "test_models.py",
     "test_real_har.py",
     "test_mlflow_server.py",
-    "test_models.py",
     "test_demo.py",
+    "test_runtime.py",
+    "test_gpu_check.py",
+    "test_report.py",
+    "test_plan.py",
 )
 
 

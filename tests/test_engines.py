@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from seqsweep import engines, grid, stats
+from seqsweep.runtime import Runtime
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,9 @@ def in_jax(script: str, timeout: int = 600) -> dict:
 
         SHAPE = {"timesteps": 128, "channels": 9, "n_classes": 6}
     """)
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # the environment a stage gives its training processes: Keras on JAX, deterministic, JAX's compiled
+    # programs cached (a second model of the same architecture loads its step instead of compiling it)
+    env = {**os.environ, **Runtime("fused", "jax", "cpu", deterministic=True).env(), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(script)],
         env=env,
