@@ -22,8 +22,10 @@ from seqsweep.runtime import Runtime
 pytestmark = pytest.mark.slow
 
 
-def in_jax(script: str, timeout: int = 600) -> dict:
-    """Run `script` in a fresh interpreter on the JAX backend; it prints one JSON line, returned."""
+def in_jax(script: str, timeout: int = 600, unoptimised: bool = False) -> dict:
+    """Run `script` in a fresh interpreter on the JAX backend; it prints one JSON line, returned.
+    `unoptimised`: XLA's CPU backend without optimisations (a third of the compile time), for tests of
+    behaviour that every compilation shares, not of the numbers users' programs compute."""
     prelude = textwrap.dedent("""
         import json, sys
         import numpy as np
@@ -43,7 +45,9 @@ def in_jax(script: str, timeout: int = 600) -> dict:
     """)
     # the environment a stage gives its training processes: Keras on JAX, deterministic, JAX's compiled
     # programs cached (a second model of the same architecture loads its step instead of compiling it)
-    env = {**os.environ, **Runtime("fused", "jax", "cpu", deterministic=True).env(), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    flags = "--xla_backend_optimization_level=0" if unoptimised else ""
+    runtime = Runtime("fused", "jax", "cpu", deterministic=True, user_xla_flags=flags)
+    env = {**os.environ, **runtime.env(), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(script)],
         env=env,
@@ -148,7 +152,7 @@ def test_repeats_that_do_not_fit_in_device_memory_are_split_into_smaller_program
     """Told the device has room for about two lanes, the engine trains 5 repeats as 2 + 2 + 1 lanes,
     each repeat recording the lanes it was trained beside; the results are those of the same lanes
     trained on their own."""
-    out = in_jax("""
+    script = """
         from seqsweep.engines import fused
 
         arrays = har_data()
@@ -170,7 +174,8 @@ def test_repeats_that_do_not_fit_in_device_memory_are_split_into_smaller_program
         alone = engines.train("fused", engines.Program("har", "lstm", program.config, (1, 2), SHAPE), arrays)
         print(json.dumps({"lanes": [r.lanes for r in split], "split": [r.test_accuracy for r in split],
                           "alone": [r.test_accuracy for r in alone]}))
-    """)
+    """
+    out = in_jax(script, unoptimised=True)
     assert out["lanes"] == [[1, 2], [1, 2], [3, 4], [3, 4], [5]]
     assert out["split"][:2] == out["alone"]
 

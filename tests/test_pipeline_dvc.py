@@ -91,6 +91,7 @@ def test_a_crash_in_training_is_not_a_result_and_the_rerun_trains_what_it_interr
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
         "PYTHONPATH": f"{project / 'src'}{os.pathsep}{REPO / 'tests' / 'faults'}",
         "SEQSWEEP_FAULT": "har:lstm",
     }
