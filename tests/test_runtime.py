@@ -95,12 +95,15 @@ def test_the_reuse_key_names_the_libraries_that_decide_results_for_the_backend_t
     assert len(keys) == 3
 
 
-def test_the_stage_sets_the_deterministic_flags_before_jax_starts_and_the_backend_before_keras():
+def test_the_stage_sets_deterministic_flags_before_jax_starts_and_the_backend_before_keras_without_its_extras():
     script = (
         "import sys; from seqsweep import runtime\n"
         "rt = runtime.resolve('auto', True, 'har:lstm', on_ray=False)\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
         "print(rt.engine, rt.backend, rt.platform, runtime.seen())\n"
+        # Keras came without the optional packages it would import for features seqsweep does not use
+        "assert 'keras' in sys.modules and 'sklearn' not in sys.modules and 'matplotlib' not in sys.modules\n"
+        "import sklearn.base, matplotlib.pyplot\n"  # which import normally afterwards
     )
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS", "TF_DETERMINISTIC_OPS")}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)

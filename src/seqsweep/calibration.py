@@ -36,6 +36,7 @@ from pathlib import Path
 
 from seqsweep import atomic, paths
 from seqsweep.errors import SeqsweepError
+from seqsweep.models import import_keras
 from seqsweep.runtime import Runtime
 
 STEPS = 8  # full batches per calibration epoch (a tiny training set: all of it)
@@ -278,7 +279,7 @@ def _child() -> None:
     if threads:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     shapes = json.loads(sys.stdin.read())
-    import keras  # noqa: F401  (what every training process imports before its first cell)
+    import_keras()  # what every training process imports before its first cell
 
     from seqsweep import cell  # noqa: F401  (MLflow, as a worker imports it)
 

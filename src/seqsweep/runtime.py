@@ -191,8 +191,9 @@ def _device(runtime: Runtime, on_ray: bool) -> str:
 def seen() -> dict[str, str]:
     """What the training code in this process actually runs with: Keras's backend, and the
     deterministic and thread flags as this process's TensorFlow and XLA read them."""
-    import keras
+    from seqsweep.models import import_keras
 
+    keras = import_keras()
     flags = os.environ.get("XLA_FLAGS", "").split()
     deterministic = DETERMINISTIC_XLA in flags and os.environ.get("TF_DETERMINISTIC_OPS") == "1"
     return {

@@ -27,6 +27,7 @@ import numpy as np
 
 from seqsweep.errors import SeqsweepError
 from seqsweep.grid import Config
+from seqsweep.models import import_keras
 
 ENGINES = ("fit", "fused")
 EPSILON = 1e-7  # Keras's clipping for cross-entropy on probabilities
@@ -193,6 +194,7 @@ def train(
     """Train every repeat of `program` with `engine`; one result per seed, in the program's order."""
     if engine not in ENGINES:
         raise SeqsweepError(f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
+    import_keras()
     module = importlib.import_module(f"seqsweep.engines.{engine}")
     results = module.train(
         program, arrays, on_epoch=on_epoch or (lambda *_: None), verbose=verbose, keep_model=keep_model
@@ -207,7 +209,7 @@ def set_seed(seed: int) -> None:
     installed" for tf.data pipelines, which the JAX path never builds (NumPy arrays in, NumPy batches
     out), and the import costs every JAX stage, pool worker and Ray task about 3 s and hundreds of MB.
     Keras then treats TensorFlow as unavailable in that process, which on JAX it is not used for."""
-    import keras
+    keras = import_keras()
 
     if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
         keras.utils.set_random_seed(seed)

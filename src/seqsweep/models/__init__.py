@@ -11,11 +11,34 @@ never by stages that only validate params."""
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from seqsweep.errors import ParamsError
 from seqsweep.paths import DATASETS
+
+# Keras imports scikit-learn (for its scikit-learn wrappers) and matplotlib.pyplot (for its plotting
+# helpers) whenever they are installed, and MLflow installs both: about 1.8 s of Keras's 5 s import on
+# this project's 2-core machines, paid by every stage, pool worker, Ray task and calibration process.
+# seqsweep uses neither feature, so the processes it trains in import Keras with those two hidden
+# (`import_keras`); afterwards they import normally, and only Keras's wrappers and plotting helpers
+# stay unavailable in that process (as engines.set_seed does with TensorFlow on JAX).
+KERAS_OPTIONAL = ("sklearn", "matplotlib")
+
+
+def import_keras():
+    """`import keras` for a process that trains: the first time, with KERAS_OPTIONAL hidden (above)."""
+    if "keras" not in sys.modules:
+        hidden = [name for name in KERAS_OPTIONAL if name not in sys.modules]
+        sys.modules.update(dict.fromkeys(hidden))  # `import sklearn` fails at once (Python's import protocol)
+        try:
+            import keras  # noqa: F401
+        finally:
+            for name in hidden:
+                if name in sys.modules and sys.modules[name] is None:
+                    del sys.modules[name]
+    return sys.modules["keras"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +68,7 @@ def dataset_module(dataset: str):
     """`seqsweep.models.<dataset>`: its builders and its COMPILE settings (importing it imports Keras)."""
     if dataset not in DATASETS:
         raise ParamsError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
+    import_keras()
     return importlib.import_module(f"seqsweep.models.{dataset}")
 
 

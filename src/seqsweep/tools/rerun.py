@@ -17,6 +17,7 @@ from pathlib import Path
 
 from seqsweep import engines, grid, prepared, record, tracking
 from seqsweep.errors import SeqsweepError, exit_on_error
+from seqsweep.models import import_keras
 from seqsweep.params import load_params
 from seqsweep.runtime import Runtime
 
@@ -42,8 +43,7 @@ def rerun(run_id: str, prepared_dir: Path | None = None) -> tuple[float | None, 
         raise SeqsweepError(
             f"{prepared_dir} has data digest {digest}, the run trained on {tags.get('data_digest')}: not the same data"
         )
-    import keras
-
+    keras = import_keras()
     backend = tags.get("backend", "tensorflow")
     if keras.backend.backend() != backend:
         raise SeqsweepError(f"the run trained on Keras backend {backend}; this process runs {keras.backend.backend()}")
