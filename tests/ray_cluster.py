@@ -293,6 +293,10 @@ def start_cluster(
     env.pop("RAY_ADDRESS", None)  # `ray start --head` must not try to join something else
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")  # SIGTERM = immediate stop
+    # the nodes' own home, as on other machines: what tasks keep there (seqsweep's JAX compilation
+    # cache, ${HOME}/.cache/seqsweep/jax) stays in the cluster's folder, not in the user's home
+    env["HOME"] = str(workdir / "home")
+    (workdir / "home").mkdir(exist_ok=True)
     for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         env.pop(k, None)
     tok = workdir / "auth_token"

@@ -61,7 +61,13 @@ class Store:
             return json.loads(resp.read())
 
     def runs(self, experiment: str = "har") -> list[dict]:
-        exp = self.request(f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}")["experiment"]
+        """Every run of `experiment`; none before a stage has created it."""
+        try:
+            exp = self.request(f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}")["experiment"]
+        except urllib.error.HTTPError as e:
+            if e.code == 404:  # RESOURCE_DOES_NOT_EXIST
+                return []
+            raise
         out, token = [], None
         for _ in range(100):  # pages of 1000 runs, bounded
             body = {
