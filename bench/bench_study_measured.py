@@ -36,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,14 +81,13 @@ def run_stage(root: Path, dataset: str, arch: str, repeats: int, epochs: int, tr
     return {"seconds": seconds, "engine": written["engine"]}
 
 
-def fit_line(points: list[tuple[int, float]], repeats: int) -> tuple[float, float]:
+def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
     """(start-up s, s per epoch of the stage) from its (epochs, wall s) runs; see the module's doc."""
-    if len({e for e, _ in points}) == 1:
-        return 0.0, sum(s for _, s in points) / sum(e for e, _ in points)
-    n = len(points)
-    mean_e, mean_s = sum(e for e, _ in points) / n, sum(s for _, s in points) / n
-    slope = sum((e - mean_e) * (s - mean_s) for e, s in points) / sum((e - mean_e) ** 2 for e, _ in points)
-    return max(mean_s - slope * mean_e, 0.0), slope
+    epochs, seconds = np.array(points, dtype=float).T
+    if len(set(epochs)) == 1:
+        return 0.0, float(seconds.sum() / epochs.sum())
+    slope, intercept = np.polyfit(epochs, seconds, 1)
+    return max(float(intercept), 0.0), float(slope)
 
 
 def main() -> None:
@@ -120,7 +120,7 @@ def main() -> None:
         row = {"stage": stage, "study_epochs": study_epochs}
         for way in WAYS:
             ms = [m for m in measured if m["stage"] == stage and m["way"] == way]
-            startup, per_epoch = fit_line([(m["epochs"], m["seconds"]) for m in ms], args.repeats)
+            startup, per_epoch = fit_line([(m["epochs"], m["seconds"]) for m in ms])
             per_config = startup + STUDY_REPEATS / args.repeats * study_epochs * per_epoch
             row[way] = {"engine": ms[0]["engine"], "startup_s": startup, "epoch_s": per_epoch, "config_s": per_config}
         row["ratio"] = row["tutorials"]["config_s"] / row["auto"]["config_s"]

@@ -27,7 +27,7 @@ import numpy as np
 
 from seqsweep.errors import SeqsweepError
 from seqsweep.grid import Config
-from seqsweep.models import import_keras
+from seqsweep.models import import_keras, modules_hidden
 
 ENGINES = ("fit", "fused")
 EPSILON = 1e-7  # Keras's clipping for cross-entropy on probabilities
@@ -210,15 +210,8 @@ def set_seed(seed: int) -> None:
     out), and the import costs every JAX stage, pool worker and Ray task about 3 s and hundreds of MB.
     Keras then treats TensorFlow as unavailable in that process, which on JAX it is not used for."""
     keras = import_keras()
-
-    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+    with modules_hidden(*(() if keras.backend.backend() == "tensorflow" else ("tensorflow",))):
         keras.utils.set_random_seed(seed)
-        return
-    sys.modules["tensorflow"] = None  # `import tensorflow` fails at once (Python's import protocol)
-    try:
-        keras.utils.set_random_seed(seed)
-    finally:
-        del sys.modules["tensorflow"]
 
 
 def shape_kwargs(dataset: str, meta: dict, X_train: np.ndarray) -> dict:

@@ -10,6 +10,7 @@ never by stages that only validate params."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from collections.abc import Callable
@@ -27,17 +28,25 @@ from seqsweep.paths import DATASETS
 KERAS_OPTIONAL = ("sklearn", "matplotlib")
 
 
+@contextlib.contextmanager
+def modules_hidden(*names: str):
+    """Within, `import <name>` fails at once for each of `names` not imported yet (None in sys.modules:
+    Python's import protocol), as for a package that is not installed; afterwards it imports again."""
+    hidden = [name for name in names if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(hidden))
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
 def import_keras():
     """`import keras` for a process that trains: the first time, with KERAS_OPTIONAL hidden (above)."""
     if "keras" not in sys.modules:
-        hidden = [name for name in KERAS_OPTIONAL if name not in sys.modules]
-        sys.modules.update(dict.fromkeys(hidden))  # `import sklearn` fails at once (Python's import protocol)
-        try:
+        with modules_hidden(*KERAS_OPTIONAL):
             import keras  # noqa: F401
-        finally:
-            for name in hidden:
-                if name in sys.modules and sys.modules[name] is None:
-                    del sys.modules[name]
     return sys.modules["keras"]
 
 
