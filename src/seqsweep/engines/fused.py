@@ -62,7 +62,7 @@ def train(
     program: Program, arrays: dict[str, np.ndarray], *, on_epoch: OnEpoch, verbose: int = 0, keep_model: bool = False
 ) -> list[RepeatResult]:
     seeds, configs = list(program.seeds), program.configs()
-    X, y = jnp.asarray(arrays["X_train"]), jnp.asarray(arrays["y_train"])
+    X, y = jax.device_put(arrays["X_train"]), jax.device_put(arrays["y_train"])
     lanes = len(seeds)
     results: list[RepeatResult] = []
     while len(results) < len(seeds):
@@ -98,7 +98,11 @@ def _lane(program: Program, config, seed: int, n: int, x0: np.ndarray, y0: np.nd
 
 
 def _stack(trees: list):
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+    """The lanes' state stacked on a leading lane axis, on the host, then put on the device. (JAX's own
+    `jnp.stack`, `jnp.zeros` and `jnp.asarray` each compile a small program per shape: some twenty per
+    program shape, a tenth of a second each on a CPU, at every stage's start. `device_put` compiles
+    nothing.)"""
+    return jax.tree.map(lambda *leaves: jax.device_put(np.stack([np.asarray(leaf) for leaf in leaves])), *trees)
 
 
 def _train_lanes(
@@ -117,9 +121,9 @@ def _train_built(program, seeds, configs, offset, built, rates, X, y, arrays, on
     n, batch = len(arrays["X_train"]), config.batch_size
     model = built[0][0]  # traced for every lane: its rates that differ between lanes are LaneRates
     state = _stack([s for _, s, _ in built])
-    fresh_metrics = jax.tree.map(jnp.zeros_like, state[3])
+    fresh_metrics = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), state[3])
     streams = [stream for _, _, stream in built]
-    lane_index = jnp.arange(len(seeds), dtype=jnp.int32)
+    lane_index = jax.device_put(np.arange(len(seeds), dtype=np.int32))
 
     def step(lane_state, lane, index, X, y):
         with tracing(rates, lane):
@@ -127,7 +131,7 @@ def _train_built(program, seeds, configs, offset, built, rates, X, y, arrays, on
 
     started = time.perf_counter()  # compiling counts as training, as it does inside fit()
     jitted = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None, None)), donate_argnums=0)
-    full = jnp.zeros((len(seeds), batch), dtype=jnp.int32)
+    full = jax.ShapeDtypeStruct((len(seeds), batch), np.int32)  # a full batch's indices
     compiled = jitted.lower(state, lane_index, full, X, y).compile()
     fitting = lanes_that_fit(compiled, len(seeds), X.nbytes + y.nbytes)
     if fitting < len(seeds):
@@ -138,7 +142,7 @@ def _train_built(program, seeds, configs, offset, built, rates, X, y, arrays, on
     n_classes = program.shape.get("n_classes", 2)
     failed: set[int] = set()
     for epoch in range(1, config.epochs + 1):
-        state = (state[0], state[1], state[2], jax.tree.map(jnp.copy, fresh_metrics))
+        state = (state[0], state[1], state[2], jax.tree.map(jax.device_put, fresh_metrics))
         order = np.stack([stream.permutation(n) for stream in streams]).astype(np.int32)
         for start in range(0, n, batch):
             index = order[:, start : start + batch]
@@ -283,9 +287,10 @@ def forward(model, rates: list[LaneRate]):
 
 def predict(forward, state, X: np.ndarray, batch: int) -> np.ndarray:
     """Every lane's predicted probabilities on `X`, (lanes, N, outputs), in batches."""
-    lanes = jnp.arange(len(state[0][0]), dtype=jnp.int32)
+    lanes = jax.device_put(np.arange(len(state[0][0]), dtype=np.int32))
     parts = [
-        np.asarray(forward(state[0], state[1], lanes, jnp.asarray(X[i : i + batch]))) for i in range(0, len(X), batch)
+        np.asarray(forward(state[0], state[1], lanes, jax.device_put(X[i : i + batch])))
+        for i in range(0, len(X), batch)
     ]
     return np.concatenate(parts, axis=1)
 
