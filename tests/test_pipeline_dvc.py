@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -81,12 +82,17 @@ def _runs(project: Path, experiment: str) -> list:
     return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
 
 
-def test_a_crash_in_training_is_not_a_result_and_the_rerun_trains_what_it_interrupted_once(project):
-    """The defaults (auto engine, auto workers): har lstm trains fused in the pool, cnn1d with fit. A fault
-    at the engine boundary crashes every lstm program after its first epoch; the rerun without it trains
-    exactly the crashed repeats."""
+def test_on_the_pool_a_crash_is_not_a_result_and_the_rerun_trains_each_interrupted_repeat_once_as_one_worker_would(
+    project, empty_mlflow_db, tmp_path
+):
+    """`dvc repro` with the default engine (auto, as measured on a CPU: har lstm fused on JAX, cnn1d
+    TensorFlow's fit) on the local pool of two workers. A fault at the engine boundary crashes every lstm
+    program after its first epoch; the rerun without it trains exactly the crashed repeats, in the pool's
+    workers, each lane exactly as one worker in the stage's own process trains it."""
     dvc = str(BIN / "dvc")
-    write_params(project, {"model.units": [2, 3], "train.repeats": 2, "archs.har": ["lstm", "cnn1d"]})
+    write_params(
+        project, {"model.units": [2, 3], "train.repeats": 2, "archs.har": ["lstm", "cnn1d"], "train.workers": 2}
+    )
     stages = ("repro", "train-har@lstm", "train-har@cnn1d")
     env = {
         **os.environ,
@@ -108,19 +114,56 @@ def test_a_crash_in_training_is_not_a_result_and_the_rerun_trains_what_it_interr
     assert "crashed" in {r.data.tags["seqsweep_failure"] for r in killed} <= {"crashed", "killed"}
     assert all("injected fault" in r.data.tags["failure_reason"] for r in killed)
 
-    sh(project, dvc, *stages)  # the cause fixed: no fault
+    rerun = sh(project, dvc, *stages)  # the cause fixed: no fault
+    assert "of fused on 2 workers" in rerun.stderr and "of fit on 2 workers" in rerun.stderr, rerun.stderr[-3000:]
+    repeats = [r for r in _runs(project, "har") if r.data.tags["seqsweep_kind"] == "repeat"]
+    finished = [r for r in repeats if r.info.status == "FINISHED"]
     for arch in ("lstm", "cnn1d"):
-        repeats = [
-            r
-            for r in _runs(project, "har")
-            if r.data.params.get("arch") == arch and r.data.tags["seqsweep_kind"] == "repeat"
-        ]
-        finished = [(r.data.params["units"], r.data.params["repeat"]) for r in repeats if r.info.status == "FINISHED"]
-        assert sorted(finished) == [(u, r) for u in ("2", "3") for r in ("0", "1")], f"{arch}: each repeat once"
+        mine = [r for r in finished if r.data.params["arch"] == arch]
+        trained = sorted((r.data.params["units"], r.data.params["repeat"]) for r in mine)
+        assert trained == [(u, r) for u in ("2", "3") for r in ("0", "1")], f"{arch}: each repeat once"
         doc = json.loads((project / f"runs/har-{arch}.json").read_text())
         assert [c["n"] for c in doc["configs"].values()] == [2, 2]
-    assert {r.data.tags["engine"] for r in _runs(project, "har") if r.data.params.get("arch") == "lstm"} == {"fused"}
-    assert {r.data.tags["engine"] for r in _runs(project, "har") if r.data.params.get("arch") == "cnn1d"} == {"fit"}
+        logged = [r["mlflow_run_id"] for c in doc["configs"].values() for r in c["repeats"]]
+        assert sorted(logged) == sorted(r.info.run_id for r in mine)
+    assert {r.data.tags["engine"] for r in repeats if r.data.params["arch"] == "lstm"} == {"fused"}
+    # what the training code in the pool's workers ran with: auto's choice, deterministic, one core each
+    flags = "--xla_gpu_deterministic_ops=true --xla_cpu_multi_thread_eigen=false"
+    seen = {
+        (r.data.params["arch"], r.data.tags["engine"], r.data.tags["backend"], r.data.tags["deterministic"])
+        + (r.data.tags["xla_flags"],)
+        for r in finished
+    }
+    assert seen == {("lstm", "fused", "jax", "true", flags), ("cnn1d", "fit", "tensorflow", "true", flags)}
+    assert len({r.data.tags["worker"] for r in finished}) >= 2, "trained in the pool's worker processes"
+    # each repeat told the store its epochs as it trained (what the stage's progress bar reads)
+    assert {r.data.tags["epochs_done"] for r in finished} == {"1"}
+
+    # a fused lane is the same repeat wherever it trains: the lstm stage on one worker, in its own process
+    alone = tmp_path / "one-worker"
+    shutil.copytree(project / "data/prepared/har", alone / "data/prepared/har")
+    shutil.copy(empty_mlflow_db, alone / "mlflow.db")
+    write_params(alone, {"train.workers": 1}, base=yaml.safe_load((project / "params.yaml").read_text()))
+    one = subprocess.run(
+        [sys.executable, "-m", "seqsweep.train", "har", "lstm", "data/prepared/har", "runs/har-lstm.json"],
+        cwd=alone,
+        env={**{k: v for k, v in env.items() if k != "SEQSWEEP_FAULT"}, "PYTHONPATH": str(project / "src")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0 and "of fused on 1 worker" in one.stderr, one.stderr[-3000:]
+    assert _repeats(alone / "runs/har-lstm.json") == _repeats(project / "runs/har-lstm.json")
+
+
+def _repeats(run_file: Path) -> list[tuple]:
+    """(config, repeat, seed, status, accuracy) of every repeat in a run file, in order."""
+    doc = json.loads(run_file.read_text())
+    return [
+        (key, r["repeat"], r["seed"], r["status"], r["test_accuracy"])
+        for key, config in doc["configs"].items()
+        for r in config["repeats"]
+    ]
 
 
 def test_a_training_stage_exists_for_exactly_the_architectures_params_lists(project):

@@ -1,23 +1,21 @@
 """Specification of where training runs on one machine: cells side by side in local worker
-processes, each with its share of the cores, logging exactly as one worker would; and a store that
-cannot be used stopping the stage before any training, untouched."""
+processes, each with its share of the cores; and a store that cannot be used stopping the stage before
+any training, untouched. (The pool training fused and fit architectures with the default engine, through
+`dvc repro`, exactly as one worker does: tests/test_pipeline_dvc.py.)"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 from params_file import TINY_GRID, write_params
 from train_fixtures import write_prepared_har
 
-from seqsweep import record, runtime, tracking, workers
+from seqsweep import runtime, tracking, workers
 
 STAGE = ["-m", "seqsweep.train", "har", "lstm", "data/prepared/har", "runs/har-lstm.json"]
 
@@ -27,70 +25,6 @@ def run_stage(ws: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *STAGE], cwd=ws, env={**base, **env}, capture_output=True, text=True, timeout=600
     )
-
-
-def repeats_of(ws: Path) -> list[tuple]:
-    """(config, repeat, seed, status, accuracy) of every repeat in the run file, in order."""
-    doc = json.loads((ws / "runs/har-lstm.json").read_text())
-    return [
-        (key, r["repeat"], r["seed"], r["status"], r["test_accuracy"])
-        for key, config in doc["configs"].items()
-        for r in config["repeats"]
-    ]
-
-
-def run_arch(ws: Path, arch: str) -> str:
-    """The stage for har `arch` in its own process, as DVC runs it; returns its stderr."""
-    done = subprocess.run(
-        [sys.executable, "-m", "seqsweep.train", "har", arch, "data/prepared/har", f"runs/har-{arch}.json"],
-        cwd=ws,
-        env={k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "KERAS_BACKEND")},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stderr
-
-
-@pytest.mark.slow
-def test_the_pool_trains_fused_and_fit_architectures_with_the_default_engine_exactly_as_one_worker_does(
-    tmp_path, empty_mlflow_db
-):
-    grid = TINY_GRID | {"model.units": [2, 3], "train.repeats": 2, "archs.har": ["lstm", "cnn1d"]}  # engine: auto
-    alone, pool = tmp_path / "one-worker", tmp_path / "two-workers"
-    for ws, n in ((alone, 1), (pool, 2)):
-        ws.mkdir()
-        write_prepared_har(ws)
-        shutil.copy(empty_mlflow_db, ws / "mlflow.db")
-        write_params(ws, grid | {"train.workers": n})
-    assert "of fused on 1 worker" in run_arch(alone, "lstm")
-    assert "of fused on 2 workers" in run_arch(pool, "lstm")
-    assert "of fit on 2 workers" in run_arch(pool, "cnn1d")
-
-    client = MlflowClient(f"sqlite:///{pool / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("har").experiment_id], max_results=100)
-    children = [r for r in runs if r.data.tags[record.KIND_TAG] == "repeat"]
-    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
-    for arch in ("lstm", "cnn1d"):
-        doc = json.loads((pool / f"runs/har-{arch}.json").read_text())
-        logged = [r["mlflow_run_id"] for c in doc["configs"].values() for r in c["repeats"]]
-        assert sorted(logged) == sorted(r.info.run_id for r in children if r.data.params["arch"] == arch)
-    # a fused lane is the same repeat wherever it trains
-    assert repeats_of(pool) == repeats_of(alone)
-
-    # what the training code in the pool's workers ran with: auto's choice as measured on a CPU (fused on
-    # JAX for lstm, TensorFlow's fit for cnn1d), deterministic, one core each
-    seen = {
-        (r.data.params["arch"], r.data.tags["engine"], r.data.tags["backend"], r.data.tags["deterministic"])
-        + (r.data.tags["xla_flags"],)
-        for r in children
-    }
-    flags = "--xla_gpu_deterministic_ops=true --xla_cpu_multi_thread_eigen=false"
-    assert seen == {("lstm", "fused", "jax", "true", flags), ("cnn1d", "fit", "tensorflow", "true", flags)}
-    assert len({r.data.tags["worker"] for r in children}) >= 2, "trained in the pool's worker processes"
-    # each repeat told the store its epochs as it trained (what the stage's progress bar reads)
-    assert {r.data.tags[record.EPOCHS_TAG] for r in children} == {"1"}
 
 
 def test_each_local_worker_gets_its_own_cores_and_threads_to_match():
