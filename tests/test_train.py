@@ -116,12 +116,16 @@ def test_config_keys_have_no_dots_so_dvc_metrics_show_keeps_them_whole():
 # --- one stage run: metrics file and MLflow structure ----------------------------------------------
 
 
-def test_train_writes_per_configuration_statistics_and_every_repeats_accuracy_and_seed(ws):
-    write_params(ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 2})
+def test_a_stage_run_writes_each_configurations_statistics_and_mlflow_a_parent_per_configuration_and_a_child_per_repeat(
+    ws,
+):
+    """The run file: per configuration, the statistics of its repeats' accuracies and every repeat's seed;
+    MLflow: a parent run per configuration, a child per repeat with its curves; no model unless asked."""
+    write_params(ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 2, "train.epochs": 2})
     run_stage("har", "lstm")
     doc = results(ws, "har-lstm")
     assert doc["synthetic"] is True
-    assert set(doc["configs"]) == {"u2-b16-d0p25-e1", "u3-b16-d0p25-e1"}
+    assert set(doc["configs"]) == {"u2-b16-d0p25-e2", "u3-b16-d0p25-e2"}
     for config in doc["configs"].values():
         accs = [r["test_accuracy"] for r in config["repeats"]]
         assert config["n"] == 2 and config["n_failed"] == 0
@@ -130,11 +134,9 @@ def test_train_writes_per_configuration_statistics_and_every_repeats_accuracy_an
         assert (config["min"], config["max"]) == (min(accs), max(accs))
         assert all(isinstance(r["seed"], int) for r in config["repeats"])
     assert doc["timing"]["mlflow_overhead"] is not None
+    # models are not saved by default (train.save_model: false)
+    assert not (ws / "mlartifacts").exists() or not any((ws / "mlartifacts").rglob("MLmodel"))
 
-
-def test_mlflow_holds_a_parent_per_configuration_and_a_child_per_repeat(ws):
-    write_params(ws, TINY_GRID | {"model.units": [2, 3], "train.repeats": 2, "train.epochs": 2})
-    run_stage("har", "lstm")
     all_runs = runs(ws, "har")
     assert len(parents(all_runs)) == 2 and len(children(all_runs)) == 4
     parent_ids = {p.info.run_id for p in parents(all_runs)}
@@ -470,12 +472,6 @@ def test_save_model_logs_each_repeats_model_with_mlflows_keras_flavour(ws):
     model = mlflow.keras.load_model(f"runs:/{child.info.run_id}/model")
     assert model.output_shape == (None, 6)
     assert (ws / "mlartifacts").is_dir(), "artifacts live beside the store, not in a DVC temp workspace"
-
-
-def test_models_are_not_saved_by_default(ws):
-    write_params(ws, TINY_GRID | {"train.repeats": 1})
-    run_stage("har", "lstm")
-    assert not (ws / "mlartifacts").exists() or not any((ws / "mlartifacts").rglob("MLmodel"))
 
 
 # --- the fused engine through the stage -------------------------------------------------------------
