@@ -142,7 +142,7 @@ def _train_built(program, seeds, configs, offset, built, rates, X, y, arrays, on
     n_classes = program.shape.get("n_classes", 2)
     failed: set[int] = set()
     for epoch in range(1, config.epochs + 1):
-        state = (state[0], state[1], state[2], jax.tree.map(jax.device_put, fresh_metrics))
+        state = (state[0], state[1], state[2], jax.device_put(fresh_metrics))
         order = np.stack([stream.permutation(n) for stream in streams]).astype(np.int32)
         for start in range(0, n, batch):
             index = order[:, start : start + batch]
