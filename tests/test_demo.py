@@ -76,7 +76,8 @@ def test_workspace_is_a_committed_git_and_dvc_project_holding_the_pipeline(check
     assert git(target, "log", "--format=%an <%ae>") == "seqsweep demo <demo@seqsweep.invalid>"
     ignored = (target / ".gitignore").read_text().splitlines()
     assert {"/served/", "/mlflow.db", "/mlartifacts/", "/dvc_plots/"} <= set(ignored)
-    assert "analytics = false" in (target / ".dvc" / "config").read_text()
+    listed = demo.run(demo.dvc_command() + ["config", "--list", "--project"], target, what="dvc config", capture=True)
+    assert {"core.analytics=false", "core.check_update=false", "core.autostage=true"} <= set(listed.split())
 
 
 def test_preparing_again_changes_nothing_and_keeps_results(checkout, tmp_path):
