@@ -115,11 +115,14 @@ def test_fresh_starts_over(checkout, tmp_path):
     target = tmp_path / "demo"
     demo.prepare_workspace(checkout, target)
     (target / "mlflow.db").write_bytes(b"old runs")
-    first = git(target, "rev-list", "--all")
+    (target / "notes.txt").write_text("an experiment of the old demo")
+    git(target, "add", "notes.txt")
+    git(target, "commit", "-qm", "old work")
+    old_work = git(target, "rev-parse", "HEAD")
 
     demo.prepare_workspace(checkout, target, fresh=True)
-    assert not (target / "mlflow.db").exists()
-    assert first not in git(target, "rev-list", "--all")  # a new history
+    assert not (target / "mlflow.db").exists() and not (target / "notes.txt").exists()
+    assert old_work not in git(target, "rev-list", "--all")  # a new history
     assert (target / "dvc.yaml").is_file()
 
 
