@@ -113,6 +113,21 @@ def test_the_stage_sets_deterministic_flags_before_jax_starts_and_the_backend_be
     assert "'backend': 'jax'" in seen and "'deterministic': 'true'" in seen
 
 
+def test_a_fresh_worker_imports_keras_without_its_extras_when_it_first_names_its_device():
+    # a pool worker or Ray task applies the runtime, then the first thing its cell asks Keras is the
+    # device for the runs' tags: that import, too, leaves out what Keras would load for seqsweep's nothing
+    script = (
+        "import sys; from seqsweep import tracking; from seqsweep.runtime import Runtime\n"
+        "Runtime('fused', 'jax', 'cpu', deterministic=True).apply(threads=1)\n"
+        "print(tracking.device_name())\n"
+        "assert 'keras' in sys.modules and 'sklearn' not in sys.modules and 'matplotlib' not in sys.modules\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "cpu"
+
+
 def test_a_recorded_runtime_is_rebuilt_for_a_rerun():
     rt = Runtime.recorded({"engine": "fused", "backend": "jax", "deterministic": "false"}, platform="cpu")
     assert (rt.engine, rt.backend, rt.deterministic) == ("fused", "jax", False)

@@ -440,8 +440,11 @@ def runs_link(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
 
 def device_name() -> str:
     """What Keras computes on in this process, for the runs' `device` tag (`cpu`, or e.g.
-    `gpu:NVIDIA H100 80GB HBM3` on JAX): the first device Keras's distribution API lists."""
-    import keras
+    `gpu:NVIDIA H100 80GB HBM3` on JAX): the first device Keras's distribution API lists. In a pool
+    worker or a Ray task this is the first use of Keras, so it imports Keras as training does."""
+    from seqsweep.models import import_keras
+
+    keras = import_keras()
 
     device = keras.distribution.list_devices()[0].split(":")[0].lower()
     if device != "cpu" and keras.backend.backend() == "jax":
