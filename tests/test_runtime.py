@@ -15,7 +15,7 @@ import pytest
 from params_file import TINY_GRID, write_params
 from train_fixtures import write_prepared_har
 
-from seqsweep import engines, record, tracking
+from seqsweep import engines, record, runtime, tracking
 from seqsweep.runtime import Runtime
 
 DET = "--xla_gpu_deterministic_ops=true"
@@ -128,6 +128,17 @@ def test_a_fresh_worker_imports_keras_without_its_extras_when_it_first_names_its
     assert out.stdout.strip() == "cpu"
 
 
+def test_a_logged_model_requires_the_libraries_that_trained_it_pinned_as_installed():
+    def pinned(distribution: str) -> str:
+        return f"{distribution}=={metadata.version(distribution)}"
+
+    assert runtime.requirements("jax") == [pinned("keras"), pinned("jax"), pinned("jaxlib"), pinned("numpy")]
+    keras, tensorflow, numpy = runtime.requirements("tensorflow")
+    assert (keras, numpy) == (pinned("keras"), pinned("numpy"))
+    distribution = tensorflow.split("==")[0]  # TensorFlow may be installed as its CPU-only build
+    assert distribution in ("tensorflow", "tensorflow-cpu") and tensorflow == pinned(distribution)
+
+
 def test_a_recorded_runtime_is_rebuilt_for_a_rerun():
     rt = Runtime.recorded({"engine": "fused", "backend": "jax", "deterministic": "false"}, platform="cpu")
     assert (rt.engine, rt.backend, rt.deterministic) == ("fused", "jax", False)
@@ -149,7 +160,7 @@ def test_any_number_of_epochs_and_the_confusion_matrix_round_trip_through_mlflow
     confusion = [[50 + i * j for j in range(6)] for i in range(6)]
     history = {"loss": loss, "accuracy": accuracy}
     result = engines.RepeatResult(1, history, 1.0, test_accuracy=0.9, test_loss=0.3, confusion=confusion, lanes=(1,))
-    written = record.log_result(tracker, run_id, 0, result)
+    written = record.log_result(tracker, run_id, 0, result, [])
     read = record.read_row(tracker.client, tracker.client.get_run(run_id), 0, 1)
     assert read["history"] == {"loss": loss, "accuracy": accuracy} == written["history"]
     assert read["confusion"] == confusion and read["test_accuracy"] == 0.9 and read["reused"]

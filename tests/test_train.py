@@ -22,6 +22,7 @@ from train_fixtures import write_prepared_har, write_prepared_imdb
 
 from seqsweep import grid, record, tracking
 from seqsweep.params import validate
+from seqsweep.runtime import requirements
 
 
 @pytest.fixture
@@ -472,6 +473,9 @@ def test_save_model_logs_each_repeats_model_with_mlflows_keras_flavour(ws):
     model = mlflow.keras.load_model(f"runs:/{child.info.run_id}/model")
     assert model.output_shape == (None, 6)
     assert (ws / "mlartifacts").is_dir(), "artifacts live beside the store, not in a DVC temp workspace"
+    # it requires the libraries that trained it, pinned as installed (runtime.requirements)
+    required = mlflow.artifacts.load_text(f"runs:/{child.info.run_id}/model/requirements.txt").split()
+    assert set(requirements(child.data.tags["backend"])) <= set(required), required
 
 
 # --- the fused engine through the stage -------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 
 from seqsweep import engines, grid, prepared, record, tracking
 from seqsweep.errors import SeqsweepError
-from seqsweep.runtime import Runtime, seen
+from seqsweep.runtime import Runtime, requirements, seen
 from seqsweep.stopping import check_stop, stop_deferred
 
 
@@ -204,7 +204,7 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
             raise CellError.crashed(cell, reason) from exc
         raise
     for i, result in zip(todo, results, strict=True):
-        rows[i] = record.log_result(tracker, run_ids[i], cell.repeats[i], result)
+        rows[i] = record.log_result(tracker, run_ids[i], cell.repeats[i], result, requirements(cell.runtime.backend))
         timing.train_seconds += result.train_seconds
     timing.mlflow_seconds = tracker.seconds - before
     return CellResult([rows[i] for i in range(len(cell.run_keys))], timing)

@@ -104,8 +104,9 @@ def crash(exc: BaseException) -> tuple[str, str]:
 # ---- a repeat: written after training, read back by a rerun --------------------------------------
 
 
-def log_result(tracker, run_id: str, repeat: int, result) -> dict:
-    """Log an engine's RepeatResult to its child run and close it; returns its row of the run file."""
+def log_result(tracker, run_id: str, repeat: int, result, requirements: list[str]) -> dict:
+    """Log an engine's RepeatResult to its child run and close it; returns its row of the run file.
+    `requirements`: the pip requirements of its model, when it kept one (train.save_model)."""
     kind = None if result.failure is None else DIVERGED
     row = {
         "repeat": repeat,
@@ -136,7 +137,7 @@ def log_result(tracker, run_id: str, repeat: int, result) -> dict:
             run_id, {"rows": "true class", "columns": "predicted class", "matrix": result.confusion}, CONFUSION_ARTIFACT
         )
         if result.model is not None:
-            tracker.log_model(run_id, result.model)
+            tracker.log_model(run_id, result.model, requirements)
     else:
         row["reason"] = result.failure
         tracker.log_metrics(run_id, {"train_seconds": result.train_seconds})

@@ -93,8 +93,7 @@ class Runtime:
 
     def versions(self) -> str:
         """The library versions that decide this runtime's results: Keras, and JAX + jaxlib or TensorFlow."""
-        libraries = ("keras", "jax", "jaxlib") if self.backend == "jax" else ("keras", "tensorflow")
-        return " ".join(f"{name}-{_version(name)}" for name in libraries)
+        return " ".join(f"{name}-{_installed(name)[1]}" for name in libraries(self.backend))
 
     def key(self) -> str:
         """What of the runtime enters every reuse key: versions, backend, device, engine, determinism."""
@@ -118,14 +117,28 @@ class Runtime:
         )
 
 
-def _version(distribution: str) -> str:
-    names = {"tensorflow": ("tensorflow", "tensorflow-cpu")}.get(distribution, (distribution,))
-    for name in names:
+def libraries(backend: str) -> tuple[str, ...]:
+    """The libraries whose versions decide what a model trained on `backend` computes."""
+    return ("keras", "jax", "jaxlib") if backend == "jax" else ("keras", "tensorflow")
+
+
+def requirements(backend: str) -> list[str]:
+    """The pip requirements of a model trained on `backend` in this process, pinned as installed: its
+    libraries and NumPy. A model logged with them loads with what trained it; without them MLflow would
+    infer them by loading the model in a subprocess (10-15 CPU-s per model on this project's machines)."""
+    installed = [_installed(name) for name in (*libraries(backend), "numpy")]
+    return [f"{name}=={version}" for name, version in installed if version != "none"]
+
+
+def _installed(library: str) -> tuple[str, str]:
+    """(distribution, version) of `library` as installed (TensorFlow may be its CPU-only build), or
+    (library, 'none')."""
+    for name in {"tensorflow": ("tensorflow", "tensorflow-cpu")}.get(library, (library,)):
         try:
-            return metadata.version(name)
+            return name, metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return "none"
+    return library, "none"
 
 
 def _user_compilation_cache() -> str:

@@ -381,15 +381,16 @@ class Tracker:
         with self.writing():
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_model(self, run_id: str, model) -> None:
-        """Log a Keras model to the run with MLflow's Keras flavour (only when train.save_model is on)."""
+    def log_model(self, run_id: str, model, requirements: list[str]) -> None:
+        """Log a Keras model to the run with MLflow's Keras flavour (only when train.save_model is on),
+        with the pip `requirements` that trained it (seqsweep.runtime.requirements)."""
         import mlflow
         import mlflow.keras
 
         with self.writing():
             mlflow.set_tracking_uri(self.uri)
             with mlflow.start_run(run_id=run_id):
-                mlflow.keras.log_model(model, name="model")
+                mlflow.keras.log_model(model, name="model", pip_requirements=requirements)
 
     def log_dict(self, run_id: str, obj: dict, artifact_file: str) -> None:
         with self.writing():
