@@ -128,6 +128,26 @@ def test_a_fresh_worker_imports_keras_without_its_extras_when_it_first_names_its
     assert out.stdout.strip() == "cpu"
 
 
+def test_a_stage_process_ends_with_its_objects_frozen_after_its_atexit_handlers_not_collected_once_more():
+    script = (
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('at exit, frozen:', gc.get_freeze_count() > 0, flush=True))\n"
+        "from seqsweep.errors import exit_on_error\n"
+        "@exit_on_error\n"
+        "def main():\n"
+        "    atexit.register(lambda: print('a handler of the stage ran', flush=True))\n"
+        "    print('while it runs, frozen:', gc.get_freeze_count() > 0, flush=True)\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "while it runs, frozen: False",
+        "a handler of the stage ran",
+        "at exit, frozen: True",  # the interpreter's own teardown then skips them
+    ]
+
+
 def test_a_logged_model_requires_the_libraries_that_trained_it_pinned_as_installed():
     def pinned(distribution: str) -> str:
         return f"{distribution}=={metadata.version(distribution)}"

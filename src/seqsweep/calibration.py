@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from seqsweep import atomic, paths
-from seqsweep.errors import SeqsweepError
+from seqsweep.errors import SeqsweepError, freeze_at_exit
 from seqsweep.models import import_keras
 from seqsweep.runtime import Runtime
 
@@ -275,6 +275,7 @@ def measure(engine: str, shape: Shape) -> Measure:
 
 def _child() -> None:
     """Measure the shapes given as JSON on stdin, in this process set up by `calibrate`."""
+    freeze_at_exit()
     threads = int(os.environ.get("SEQSWEEP_CALIBRATION_THREADS", "0"))
     if threads:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])

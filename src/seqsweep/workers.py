@@ -34,7 +34,7 @@ import numpy as np
 
 from seqsweep import prepared as prepared_data
 from seqsweep.cell import Cell, CellError, run_cell
-from seqsweep.errors import SeqsweepError
+from seqsweep.errors import SeqsweepError, freeze_at_exit
 from seqsweep.runtime import Runtime
 
 GIB = 1 << 30
@@ -134,6 +134,7 @@ def shares(workers: int, platform: str) -> list[dict]:
 
 
 def _init_worker(runtime: Runtime, slots, prepared: str) -> None:
+    freeze_at_exit()
     share = slots.get()
     if "cores" in share:
         os.sched_setaffinity(0, share["cores"])
