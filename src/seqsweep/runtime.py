@@ -125,7 +125,8 @@ def libraries(backend: str) -> tuple[str, ...]:
 def requirements(backend: str) -> list[str]:
     """The pip requirements of a model trained on `backend` in this process, pinned as installed: its
     libraries and NumPy. A model logged with them loads with what trained it; without them MLflow would
-    infer them by loading the model in a subprocess (10-15 CPU-s per model on this project's machines)."""
+    infer them by loading the model in a second process: 13-19 CPU-s per model here against 3-7, and on
+    JAX it missed jaxlib (bench/bench_log_model.py)."""
     installed = [_installed(name) for name in (*libraries(backend), "numpy")]
     return [f"{name}=={version}" for name, version in installed if version != "none"]
 
