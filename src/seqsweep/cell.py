@@ -203,8 +203,9 @@ def _run_cell(cell: Cell, arrays: dict[str, np.ndarray], tracker: tracking.Track
         if kind == record.CRASHED and not isinstance(exc, SeqsweepError) and not store_failed:
             raise CellError.crashed(cell, reason) from exc
         raise
+    model_requirements = requirements(cell.runtime.backend) if cell.save_model else []
     for i, result in zip(todo, results, strict=True):
-        rows[i] = record.log_result(tracker, run_ids[i], cell.repeats[i], result, requirements(cell.runtime.backend))
+        rows[i] = record.log_result(tracker, run_ids[i], cell.repeats[i], result, model_requirements)
         timing.train_seconds += result.train_seconds
     timing.mlflow_seconds = tracker.seconds - before
     return CellResult([rows[i] for i in range(len(cell.run_keys))], timing)
